@@ -1,0 +1,83 @@
+"""The run config's schema: defaults for every key, and one validation pass at start.
+
+Config files under configs/ start from `base(...)` and change what their experiment needs;
+`validate` then checks every value once, with messages that name the key and the fix.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from cnn_jax.errors import ConfigError
+from cnn_jax.models import FAMILIES, knobs
+from cnn_jax.models import family as model_family
+from cnn_jax.models.builder import DTYPES
+from cnn_jax.models.layers import ACTIVATIONS, initializer
+
+
+def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigDict:
+  """The `model` group: the family's paper settings, then `overrides`."""
+  fam = model_family(name, variant)
+  cfg = ml_collections.ConfigDict({
+      "name": name,
+      "variant": variant,
+      "input_shape": tuple(fam.input_shape),  # (H, W, C); a tuple so --config overrides work
+      "num_classes": fam.num_classes,
+      "norm": "paper",          # paper | none | lrn | batchnorm
+      "stem": "paper",          # paper | stacked3x3
+      "pooling": "paper",       # paper | overlapping | non_overlapping
+      "head": "fc",             # fc | gap | conv
+      "width": 1.0,             # multiplies conv maps and hidden FC units
+      "dropout": 0.5 if len(fam.head.hidden) > 1 else 0.0,  # on the hidden FC layers
+      "activation": "paper",    # paper | relu | tanh | scaled_tanh | ...
+      "output": "paper",        # paper | dense | rbf
+      "init": "paper",          # paper | he | glorot | lecun | lecun98 | normal:<std>
+      "dtype": "float32",       # compute dtype; parameters stay float32
+  })
+  cfg.update(overrides)
+  return cfg
+
+
+def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDict:
+  """A run config with every group; later groups (data, optim, train, ...) join here."""
+  cfg = ml_collections.ConfigDict()
+  cfg.model = model_config(name, variant, **model_overrides)
+  cfg.seed = 0
+  return cfg
+
+
+def _choice(key, value, choices):
+  if value not in choices:
+    raise ConfigError(f"{key}={value!r} is not allowed; use one of {list(choices)}")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every key of the config once; raises ConfigError naming the first bad one."""
+  m = cfg.model
+  _choice("model.name", m.name, FAMILIES)
+  model_family(m.name, m.variant)  # checks the variant
+  shape = m.input_shape
+  if (not isinstance(shape, (tuple, list)) or len(shape) != 3
+      or not all(isinstance(d, int) and d > 0 for d in shape)):
+    raise ConfigError(f"model.input_shape={shape!r} must be three positive ints (H, W, C), "
+                      "e.g. --config.model.input_shape='(224, 224, 3)'")
+  if not isinstance(m.num_classes, int) or m.num_classes < 1:
+    raise ConfigError(f"model.num_classes={m.num_classes!r} must be a positive int")
+  _choice("model.norm", m.norm, knobs.NORMS)
+  _choice("model.stem", m.stem, knobs.STEMS)
+  _choice("model.pooling", m.pooling, knobs.POOLINGS)
+  _choice("model.head", m.head, knobs.HEADS)
+  _choice("model.activation", m.activation, ("paper", *ACTIVATIONS))
+  _choice("model.output", m.output, ("paper", "dense", "rbf"))
+  _choice("model.dtype", m.dtype, DTYPES)
+  if not m.width > 0:
+    raise ConfigError(f"model.width={m.width!r} must be positive, e.g. 0.5 or 2.0")
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f"model.dropout={m.dropout!r} must be in [0, 1)")
+  if m.init != "paper":
+    try:
+      initializer(m.init)
+    except ValueError:
+      raise ConfigError(f"model.init={m.init!r} is not an initialiser; use paper, he, glorot, "
+                        "lecun, lecun98, zeros, normal:<std> or constant:<value>") from None
+  return cfg

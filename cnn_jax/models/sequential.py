@@ -1,0 +1,35 @@
+"""The one network class every family builds: named layers applied in order."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax.numpy as jnp
+from flax import nnx
+
+
+class Sequential(nnx.Module):
+  """Layers applied in order, each stored as an attribute under its own name.
+
+  Parameter paths therefore read like the papers' layer names (`conv1/kernel`, `fc6/bias`),
+  which is what sharding and freezing rules in the config match against.
+  """
+
+  def __init__(self, layers: list[tuple[str, nnx.Module]], input_shape: tuple[int, int, int],
+               family: str, variant: str):
+    self.layer_names = tuple(name for name, _ in layers)
+    self.input_shape = tuple(int(d) for d in input_shape)
+    self.family = family
+    self.variant = variant
+    for name, layer in layers:
+      setattr(self, name, layer)
+
+  def layers(self) -> Iterator[tuple[str, nnx.Module]]:
+    for name in self.layer_names:
+      yield name, getattr(self, name)
+
+  def __call__(self, x):
+    """x: images (N, H, W, C). Returns float32 logits (N, classes)."""
+    for name in self.layer_names:
+      x = getattr(self, name)(x)
+    return x.astype(jnp.float32)

@@ -1,0 +1,83 @@
+"""cnn_jax's single entry point.
+
+  python run.py summary --config=configs/vgg.py:D [--json] [--config.model.width=0.5 ...]
+
+With no command, runs the main job (for now the summary of the small Fashion-MNIST CNN).
+A mistake in the command line or the config is reported in one line, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMMANDS = ("summary",)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(HERE, "configs", "simple_cnn.py"),
+      "Config file, optionally with a variant: configs/vgg.py:D", lock_config=True)
+  flags.DEFINE_bool("json", False, "summary: print one JSON object instead of the table.")
+
+
+def fail(e: BaseException, argv: list[str]) -> None:
+  """Prints `e` as one line naming the problem and the fix, and exits with status 2."""
+  message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+  if isinstance(e, (AttributeError, KeyError)):  # an override names no existing key
+    key = message.strip("\"'")
+    bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
+    message = (f"{bad[0] if bad else key}: no such config key {key!r}; "
+               "see the config file for the keys it has")
+  elif isinstance(e, OSError):
+    given = [a for a in argv if a.startswith("--config=")]
+    message = f"{given[-1] if given else '--config'}: cannot load the config file; check the path"
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+CLI_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  from cnn_jax.errors import UserError
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.get("model")  # loading errors surface here, not at first use
+    return rest
+  except (UserError, *CLI_ERRORS) as e:
+    fail(e, argv)
+
+
+def summary(cfg) -> None:
+  from cnn_jax import inspect
+  table = inspect.summarize(inspect.abstract_model(cfg.model))
+  print(json.dumps(table.to_json()) if FLAGS.json else inspect.format_table(table))
+
+
+def main(argv) -> None:
+  from cnn_jax import config
+  from cnn_jax.errors import UserError
+  command = argv[1] if len(argv) > 1 else "summary"
+  try:
+    if len(argv) > 2 or command not in COMMANDS:
+      raise UserError(f"unknown command {' '.join(argv[1:])!r}; use one of {list(COMMANDS)}")
+    cfg = config.validate(FLAGS.config)
+    {"summary": summary}[command](cfg)
+  except UserError as e:
+    fail(e, argv)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, HERE)
+  try:
+    define_flags()  # parses the default config, with any overrides, right away
+  except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
+    fail(e, sys.argv)
+  app.run(main, flags_parser=parse_flags)
