@@ -56,8 +56,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def summary(cfg) -> None:
-  from cnn_jax import inspect
-  table = inspect.summarize(inspect.abstract_model(cfg.model))
+  from cnn_jax import inspect, models
+  table = inspect.summarize(models.abstract(cfg.model))
   print(json.dumps(table.to_json()) if FLAGS.json else inspect.format_table(table))
 
 

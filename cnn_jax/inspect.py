@@ -1,6 +1,6 @@
 """Per-layer shapes, parameters, multiply-accumulates and receptive fields, from the model.
 
-Everything here is read off a built `Sequential` (an abstract one from `abstract_model` costs no
+Everything here is read off a built `Sequential` (an abstract one from `models.abstract` costs no
 memory): output shapes by tracing each layer, parameters by counting its `nnx.Param` leaves,
 MACs by each layer's own `macs`, and the receptive field and effective stride by composing the
 layers' windows (Araujo, Norris and Sim 2019, "Computing receptive fields of convolutional
@@ -47,11 +47,6 @@ class Summary:
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
     return d
-
-
-def abstract_model(model_cfg) -> models.Sequential:
-  """The network with shapes but no parameter values: free to build at any size."""
-  return nnx.eval_shape(lambda: models.build(model_cfg))
 
 
 def summarize(model: models.Sequential, input_shape=None) -> Summary:

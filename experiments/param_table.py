@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnn_jax import config, inspect  # noqa: E402
+from cnn_jax import config, inspect, models  # noqa: E402
 
 # (label, family, variant, the paper's figure as printed, that figure as a number)
 ROWS = (
@@ -40,7 +40,7 @@ def table() -> str:
   lines = ["| model | input | paper | exact parameters | exact vs paper | forward MACs |",
            "|---|---|---|---:|---:|---:|"]
   for label, name, variant, paper, figure in ROWS:
-    s = inspect.summarize(inspect.abstract_model(config.base(name, variant).model))
+    s = inspect.summarize(models.abstract(config.base(name, variant).model))
     diff = "-" if figure is None else f"{100 * (s.params - figure) / figure:+.1f}%"
     size = "x".join(map(str, s.input_shape))
     lines.append(f"| {label} | {size} | {paper} | {s.params:,} | {diff} | "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import jax
 from flax import nnx
 
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import alexnet, lenet, simple_cnn, vgg
 from cnn_jax.models.builder import assemble
-from cnn_jax.models.sequential import Sequential
+from cnn_jax.models.sequential import Sequential, view
 from cnn_jax.models.spec import Family
 
 FAMILIES = {
@@ -29,10 +30,29 @@ def family(name: str, variant: str) -> Family:
   return module.family(variant)
 
 
-def build(cfg, rngs: nnx.Rngs | None = None) -> Sequential:
-  """Builds the network for the model config `cfg` (the `model` group of a run config)."""
-  rngs = rngs if rngs is not None else nnx.Rngs(params=0, dropout=1)
-  return assemble(family(cfg.name, cfg.variant), cfg, rngs)
+def build(cfg, seed: int = 0) -> Sequential:
+  """The network for the model config `cfg` (the `model` group of a run config), with its
+  parameters initialised from `seed` (dropout draws from seed + 1).
+
+  Initialisation runs as one compiled program. XLA's CPU backend spends seconds optimising
+  threefry random-number code that runs only once, so that program is compiled without
+  backend optimisation; the values are the same either way.
+  """
+  fam = family(cfg.name, cfg.variant)
+
+  def init():
+    return assemble(fam, cfg, nnx.Rngs(params=seed, dropout=seed + 1))
+
+  graphdef, _ = nnx.split(nnx.eval_shape(init))
+  state = jax.jit(lambda: nnx.split(init())[1],
+                  compiler_options={"xla_backend_optimization_level": 0})()
+  return nnx.merge(graphdef, state)
 
 
-__all__ = ["FAMILIES", "Sequential", "build", "family"]
+def abstract(cfg) -> Sequential:
+  """The network with shapes and dtypes but no parameter values: free at any size."""
+  fam = family(cfg.name, cfg.variant)
+  return nnx.eval_shape(lambda: assemble(fam, cfg, nnx.Rngs(params=0, dropout=1)))
+
+
+__all__ = ["FAMILIES", "Sequential", "abstract", "build", "family", "view"]

@@ -73,9 +73,10 @@ def norm(specs, kind: str):
 
 def width(specs, head: S.HeadSpec, multiplier: float):
   """Scales every convolution's maps and every hidden FC layer's units (not the classes),
-  rounding to a multiple of the convolution's groups."""
+  rounding maps to a multiple of the network's largest group count (2 for two towers)."""
   if multiplier == 1.0:
     return specs, head
+  groups = max(getattr(s, "groups", 1) for s in specs)
 
   def scale(n, groups=1):
     return max(groups, groups * int(round(n * multiplier / groups)))
@@ -87,7 +88,7 @@ def width(specs, head: S.HeadSpec, multiplier: float):
           f"model.width={multiplier} cannot scale '{s.name}', whose connection table is fixed "
           "by the paper; use a variant with a dense layer there (lenet5 'modern') or width=1.0")
     if isinstance(s, S.ConvSpec):
-      s = dataclasses.replace(s, features=scale(s.features, s.groups))
+      s = dataclasses.replace(s, features=scale(s.features, groups))
     out.append(s)
   head = dataclasses.replace(head, hidden=tuple((n, scale(w)) for n, w in head.hidden))
   return tuple(out), head

@@ -33,3 +33,10 @@ class Sequential(nnx.Module):
     for name in self.layer_names:
       x = getattr(self, name)(x)
     return x.astype(jnp.float32)
+
+
+def view(model: nnx.Module, *, train: bool) -> nnx.Module:
+  """The model in training mode (dropout on, batch statistics from the batch) or evaluation
+  mode, sharing its parameters (`nnx.view`)."""
+  return nnx.view(model, deterministic=not train, use_running_average=not train,
+                  raise_if_not_found=False)
