@@ -1,8 +1,11 @@
 """cnn_jax's single entry point.
 
-  python run.py summary --config=configs/vgg.py:D [--json] [--config.model.width=0.5 ...]
+  python run.py train   --config=configs/<family>.py:<variant> --workdir=DIR [--config.a.b=v ...]
+  python run.py eval    --config=... --workdir=DIR [--checkpoint=latest|best|STEP]
+  python run.py summary --config=configs/vgg.py:D [--json]
 
-With no command, runs the main job (for now the summary of the small Fashion-MNIST CNN).
+With no arguments, trains the main job: the small CNN on Fashion-MNIST, offline, into
+workdirs/simple_cnn_fashion_mnist. Running the same train command again resumes it.
 A mistake in the command line or the config is reported in one line, with exit status 2.
 """
 
@@ -15,7 +18,7 @@ import sys
 from absl import app, flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMMANDS = ("summary",)
+COMMANDS = ("train", "eval", "summary")
 FLAGS = flags.FLAGS
 
 
@@ -25,6 +28,9 @@ def define_flags() -> None:
       "config", os.path.join(HERE, "configs", "simple_cnn.py"),
       "Config file, optionally with a variant: configs/vgg.py:D", lock_config=True)
   flags.DEFINE_bool("json", False, "summary: print one JSON object instead of the table.")
+  flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
+                      "plots); default workdirs/<model>_<dataset>.")
+  flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")
 
 
 def fail(e: BaseException, argv: list[str]) -> None:
@@ -61,15 +67,37 @@ def summary(cfg) -> None:
   print(json.dumps(table.to_json()) if FLAGS.json else inspect.format_table(table))
 
 
+def workdir(cfg) -> str:
+  if FLAGS.workdir:
+    return FLAGS.workdir
+  path = os.path.join("workdirs", f"{cfg.model.name}_{cfg.data.name}")
+  print(f"work directory: {path}", flush=True)
+  return path
+
+
+def train(cfg) -> None:
+  from cnn_jax import train as trainer
+  trainer.train(cfg, workdir(cfg))
+
+
+def evaluate(cfg) -> None:
+  from cnn_jax import train as trainer
+  result = trainer.evaluate(cfg, workdir(cfg), FLAGS.checkpoint)
+  print(json.dumps(result))
+
+
 def main(argv) -> None:
+  from absl import logging
   from cnn_jax import config
   from cnn_jax.errors import UserError
-  command = argv[1] if len(argv) > 1 else "summary"
+  if FLAGS["verbosity"].using_default_value:
+    logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
+  command = argv[1] if len(argv) > 1 else "train"
   try:
     if len(argv) > 2 or command not in COMMANDS:
       raise UserError(f"unknown command {' '.join(argv[1:])!r}; use one of {list(COMMANDS)}")
     cfg = config.validate(FLAGS.config)
-    {"summary": summary}[command](cfg)
+    {"train": train, "eval": evaluate, "summary": summary}[command](cfg)
   except UserError as e:
     fail(e, argv)
 

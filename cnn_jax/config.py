@@ -38,11 +38,29 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
   return cfg
 
 
+def train_config() -> ml_collections.ConfigDict:
+  """The `train` group: how long, in what batches, how often to log and evaluate."""
+  return ml_collections.ConfigDict({
+      "batch_size": 128,          # global batch per update
+      "eval_batch_size": 500,
+      "epochs": 10.0,             # training length in epochs ...
+      "steps": 0,                 # ... or in updates, if > 0
+      "eval_every_epochs": 1.0,   # evaluation interval in epochs ...
+      "eval_every_steps": 0,      # ... or in updates, if > 0
+      "log_every_steps": 50,      # metrics are fetched from the device this often
+  })
+
+
 def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDict:
-  """A run config with every group; later groups (data, optim, train, ...) join here."""
+  """A run config with every group at its default; config files change what they need."""
+  from cnn_jax import checkpoint, data, optim
   cfg = ml_collections.ConfigDict()
   cfg.model = model_config(name, variant, **model_overrides)
-  cfg.seed = 0
+  cfg.data = data.defaults()
+  cfg.optim = optim.defaults()
+  cfg.train = train_config()
+  cfg.checkpoint = checkpoint.defaults()
+  cfg.seed = 0  # parameters, data order, augmentation and dropout all derive from it
   return cfg
 
 
@@ -80,4 +98,29 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     except ValueError:
       raise ConfigError(f"model.init={m.init!r} is not an initialiser; use paper, he, glorot, "
                         "lecun, lecun98, zeros, normal:<std> or constant:<value>") from None
+  if "train" in cfg:
+    _validate_training(cfg)
   return cfg
+
+
+def _validate_training(cfg) -> None:
+  from cnn_jax import checkpoint, data, optim
+  data.validate(cfg.data, image_shape=tuple(cfg.model.input_shape))
+  optim.validate(cfg.optim)
+  checkpoint.validate(cfg.checkpoint)
+  t = cfg.train
+  for key in ("batch_size", "eval_batch_size", "log_every_steps"):
+    if not (isinstance(t[key], int) and t[key] >= 1):
+      raise ConfigError(f"train.{key}={t[key]!r} must be a positive int")
+  for key in ("steps", "eval_every_steps"):
+    if not (isinstance(t[key], int) and t[key] >= 0):
+      raise ConfigError(f"train.{key}={t[key]!r} must be an int >= 0 (0 = use epochs)")
+  if not (t.epochs > 0 or t.steps > 0):
+    raise ConfigError(f"train.epochs={t.epochs!r} must be positive (or set train.steps)")
+  if not (t.eval_every_epochs > 0 or t.eval_every_steps > 0):
+    raise ConfigError(f"train.eval_every_epochs={t.eval_every_epochs!r} must be positive")
+  if t.batch_size % cfg.optim.accumulate_steps:
+    raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
+                      f"optim.accumulate_steps={cfg.optim.accumulate_steps}")
+  if not isinstance(cfg.seed, int):
+    raise ConfigError(f"seed={cfg.seed!r} must be an int")

@@ -40,3 +40,15 @@ def build_and_apply(cfg, x, seed=0):
   model = models.build(cfg, seed)
   return apply(models.view(model, train=False), x), model
 
+
+
+def load_config(file, arg=None):
+  """get_config(arg) of configs/<file>, as run.py's --config=configs/<file>:<arg> loads it."""
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      file)
+  spec = importlib.util.spec_from_file_location(f"config_{file[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -33,10 +33,14 @@ def test_summary_table_with_overrides():
   assert "conv1_4_bn" in r.stdout and "alexnet 'paper' at 99x99x3" in r.stdout
 
 
-def test_default_main_job_runs():
-  r = run()
+def test_no_command_trains_the_main_job(tmp_path):
+  # The main job is `python run.py`: train, small CNN, Fashion-MNIST. Shortened here.
+  r = run(f"--workdir={tmp_path}", "--config.train.steps=3", "--config.train.eval_every_steps=3",
+          "--config.data.train_split=train[:1%]", "--config.data.eval_split=test[:1%]")
   assert r.returncode == 0, r.stderr
-  assert "333,526" in r.stdout
+  assert "simple_cnn 'base' on fashion_mnist: 333,526 parameters" in r.stdout
+  assert "600 training images" in r.stdout and "done: step 3" in r.stdout
+  assert os.path.exists(tmp_path / "checkpoints" / "3")
 
 
 @pytest.mark.parametrize("args,words", [

@@ -194,7 +194,7 @@ class Subsampling(nnx.Module):
   def __call__(self, x):
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
-    total = jax.lax.reduce_window(x, jnp.zeros((), dtype), jax.lax.add,
+    total = jax.lax.reduce_window(x, np.array(0, dtype), jax.lax.add,
                                   (1, *self.window, 1), (1, *self.stride, 1), "VALID")
     return total * self.coefficient[...].astype(dtype) + self.bias[...].astype(dtype)
 
@@ -282,8 +282,9 @@ class Pool(nnx.Module):
     dims, strides = (1, *self.window, 1), (1, *self.stride, 1)
     padding = self.padding if isinstance(self.padding, str) else ((0, 0), *self.padding, (0, 0))
     if self.kind == "max":
-      return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, padding)
-    total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, dims, strides, padding)
+      return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, strides,
+                                   padding)
+    total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, dims, strides, padding)
     return total / math.prod(self.window)
 
   @property

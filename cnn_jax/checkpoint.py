@@ -1,0 +1,85 @@
+"""Checkpoints of the training state with Orbax's CheckpointManager.
+
+A checkpoint holds everything the rest of the run depends on (parameters, batch statistics,
+RNG streams, optimiser state, step, plateau record); the input position follows from the step.
+Saves are asynchronous; the newest `keep` are kept, plus the best by a chosen eval metric.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from cnn_jax.errors import ConfigError, UserError
+
+
+def defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "every_steps": 0,            # 0: save at every evaluation (and at the end)
+      "keep": 3,                   # newest checkpoints kept
+      "best_metric": "eval_top1",  # also keep the best by this metric ('' = off)
+      "async_save": True,          # write in the background while training goes on
+  })
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  if not (isinstance(c.keep, int) and c.keep >= 1):
+    raise ConfigError(f"checkpoint.keep={c.keep!r} must be an int >= 1")
+  if not (isinstance(c.every_steps, int) and c.every_steps >= 0):
+    raise ConfigError(f"checkpoint.every_steps={c.every_steps!r} must be an int >= 0")
+  if c.best_metric and c.best_metric not in ("eval_top1", "eval_top5", "eval_loss"):
+    raise ConfigError(f"checkpoint.best_metric={c.best_metric!r} must be eval_top1, eval_top5, "
+                      "eval_loss or '' (off)")
+
+
+class Checkpoints:
+  """Save and restore the train state under `directory` (one sub-folder per step)."""
+
+  def __init__(self, directory: str, c: ml_collections.ConfigDict):
+    policies = [pp.LatestN(c.keep)]
+    if c.best_metric:
+      policies.append(pp.BestN(get_metric_fn=lambda m: m[c.best_metric],
+                               reverse=c.best_metric.endswith("loss"), n=1,
+                               keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=pp.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=c.async_save, create=True, cleanup_tmp_directories=True)
+    try:
+      self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    except OSError as e:
+      raise UserError(f"cannot create checkpoints in {directory} ({e.strerror}); "
+                      "choose a writable --workdir") from e
+    self.best_metric = c.best_metric
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step() if self.best_metric else None
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state, metrics: dict | None = None, force: bool = False) -> None:
+    metrics = {k: float(v) for k, v in (metrics or {}).items() if k.startswith("eval_")}
+    if self.best_metric and self.best_metric not in metrics:
+      metrics = None
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                      metrics=metrics, force=force)
+
+  def restore(self, step: int, like):
+    """The state saved at `step`, with the structure, shapes and shardings of `like`."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return restored.state
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,34 @@
+"""The input pipeline: TFDS datasets or image folders, sharded per process, deterministic and
+resumable, with the papers' preprocessing (LeNet-5 padding, AlexNet Secs. 2 and 4.1, VGG
+Secs. 2.1, 3.1 and 3.2).
+
+  cfg = data.defaults()                         # the `data` config group
+  data.validate(cfg, image_shape=(H, W, C))
+  ds = data.build(cfg, (H, W, C), global_batch, eval_batch, seed, process_index, process_count)
+  for batch in ds.train_batches(epoch, start_step): ...
+  for batch in ds.eval_batches(): ...          # with a padding mask
+
+TensorFlow is imported by `build`, not by importing this package.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cnn_jax.data.config import defaults, validate
+
+VENDORED_FASHION_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor",
+                                      "fashion_mnist") + os.sep
+
+
+def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
+          process_index: int = 0, process_count: int = 1):
+  """The pipeline of `cfg` for a model taking `image_shape`: a pipeline.Dataset with
+  num_train, num_eval, num_classes, steps_per_epoch, eval_steps (the same on every process),
+  stats, train_batches(epoch, start_step) and eval_batches(). See pipeline.py."""
+  from cnn_jax.data import pipeline
+  return pipeline.build(cfg, image_shape, global_batch, eval_batch, seed, process_index,
+                        process_count)
+
+
+__all__ = ["VENDORED_FASHION_MNIST", "build", "defaults", "validate"]

@@ -1,0 +1,187 @@
+"""The input pipeline: deterministic, resumable epochs of this process's share.
+
+Epoch e of process i is its share, shuffled by a seed drawn from (seed, e, i); example k of
+that order is augmented with random draws addressed by (seed, i) and (e, k) alone
+(preprocess.draws, a stateless Philox stream), whatever the batching or the starting step.
+Resuming at step s skips s x local_batch shuffled examples *before* the augmentation map, so
+`train_batches(e, start_step=s)` is bit-identical to the tail of `train_batches(e)`, at the
+cost of reading, not augmenting, the skipped examples. With `cache`, the decoded examples are
+read once and kept in memory; each epoch only shuffles, skips and maps on top.
+
+Shuffling uses tf.data's seeded shuffle: TF's global seed (tf.random.set_seed) must stay unset,
+or be the same on resume, for the orders to repeat.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from cnn_jax.data import folder, preprocess, stats, tfds_source
+from cnn_jax.data.config import validate
+from cnn_jax.errors import ConfigError, UserError
+
+
+def _options():
+  opts = tf.data.Options()
+  opts.deterministic = True
+  return opts
+
+
+def _hide_gpus():
+  """Keeps TensorFlow off the accelerators JAX uses."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError):  # already initialised: leave it
+    pass
+
+
+def shuffle_seed(seed: int, epoch: int, process_index: int) -> int:
+  return int(np.random.SeedSequence([seed % 2**63, epoch, process_index])
+             .generate_state(1, np.uint32)[0])
+
+
+class Dataset:
+  """Batches of one process; see `build`. Images of one size (`batched`) are preprocessed a
+  batch at a time, others one at a time; the numbers are the same."""
+
+  def __init__(self, source, prep, *, global_batch, eval_batch, seed, process_index,
+               process_count, shuffle_buffer, cache, stats_, batched):
+    self.num_train = source.num_train
+    self.num_eval = source.num_eval
+    self.num_classes = source.num_classes
+    self.steps_per_epoch = source.num_train // global_batch
+    self.local_batch = global_batch // process_count
+    self.eval_local_batch = eval_batch // process_count
+    # every process yields the same number of eval batches: the largest share's, padded
+    largest = max(source.local_eval, math.ceil(source.num_eval / process_count))
+    self.eval_steps = math.ceil(largest / self.eval_local_batch)
+    self.stats = stats_
+    self.mean_mode = prep.mean_mode
+    self.image_shape = (prep.h, prep.w, prep.c)
+    self.batched = batched
+    self._source = source
+    self._prep = prep
+    self._seed = seed
+    self._process_index = process_index
+    self._key = tf.constant(preprocess.stream_key(seed, process_index))
+    self._buffer = shuffle_buffer or max(source.local_train, 1)
+    self._train = source.train.cache() if cache else source.train
+    self._eval = source.eval.cache() if cache else source.eval
+    self._warm = {"train": not cache, "eval": not cache}
+
+  def _warmed(self, name, ds):
+    """Reads a cached share through once, so no partly read epoch leaves the cache unfilled."""
+    if not self._warm[name]:
+      ds.with_options(_options()).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+      self._warm[name] = True
+    return ds
+
+  def train_batches(self, epoch: int, start_step: int = 0):
+    """Batches `start_step`, ..., steps_per_epoch - 1 of epoch `epoch`: dicts of image float32
+    (local_batch, H, W, C) and label int32 (local_batch,)."""
+    if not 0 <= start_step <= self.steps_per_epoch:
+      raise ValueError(f"start_step={start_step} is outside [0, {self.steps_per_epoch}]")
+    prep, key, lb = self._prep, self._key, self.local_batch
+    ds = self._warmed("train", self._train)
+    ds = ds.shuffle(self._buffer, seed=shuffle_seed(self._seed, epoch, self._process_index),
+                    reshuffle_each_iteration=False)
+    ds = ds.skip(start_step * lb).take((self.steps_per_epoch - start_step) * lb)  # before maps
+    if self.batched:
+      def augment(step, batch):
+        images, labels = batch
+        u = preprocess.draws(key, epoch, step * lb, lb)
+        return {"image": prep(images, u), "label": labels}
+
+      ds = ds.batch(lb, drop_remainder=True).enumerate(start=start_step)
+      ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+      def augment(position, example):
+        image, label = example
+        u = preprocess.draws(key, epoch, position, 1)
+        return {"image": prep(image[None], u)[0], "label": label}
+
+      ds = ds.enumerate(start=start_step * lb)
+      ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.batch(lb, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()).as_numpy_iterator()
+
+  def eval_batches(self):
+    """All of this process's eval share in `eval_steps` batches of eval_batch // process_count,
+    the last zero-padded: dicts of image, label and mask float32 (1 real, 0 padding)."""
+    prep, lb = self._prep, self.eval_local_batch
+    pad = self.eval_steps * lb - self._source.local_eval
+    ds = self._warmed("eval", self._eval)
+    if self.batched:  # pad with blank raw images, preprocess, then zero them
+      def evaluate(images, labels, mask):
+        x = tf.where(mask[:, None, None, None] > 0, prep(images), 0.0)
+        return {"image": x, "label": labels, "mask": mask}
+
+      ds = ds.map(lambda image, label: (image, label, tf.constant(1.0)))
+      blank = (tf.zeros(self._source.image_shape, tf.uint8), tf.constant(0), tf.constant(0.0))
+      ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
+      ds = ds.batch(lb, drop_remainder=True)
+      ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+      def evaluate(image, label):
+        return {"image": prep(image[None])[0], "label": label, "mask": tf.constant(1.0)}
+
+      ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      zero = {"image": tf.zeros(self.image_shape, tf.float32), "label": tf.constant(0),
+              "mask": tf.constant(0.0)}
+      ds = ds.concatenate(tf.data.Dataset.from_tensors(zero).repeat(pad))
+      ds = ds.batch(lb, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()).as_numpy_iterator()
+
+
+def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
+          process_index: int = 0, process_count: int = 1) -> Dataset:
+  """The pipeline of `cfg` (the `data` group) for a model taking `image_shape` (H, W, C)."""
+  image_shape = tuple(int(d) for d in image_shape)
+  validate(cfg, image_shape)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
+  for name, b in (("global_batch", global_batch), ("eval_batch", eval_batch)):
+    if b < process_count or b % process_count:
+      raise UserError(f"{name}={b} must be a positive multiple of the {process_count} "
+                      "processes; change the batch size")
+  _hide_gpus()
+  h, w, c = image_shape
+  if cfg.name == "folder":
+    source = folder.load(cfg, c, seed, process_index, process_count)
+  else:
+    source = tfds_source.load(cfg, c, process_index, process_count)
+  if source.num_train < global_batch:
+    raise UserError(f"data.train_split={cfg.train_split!r} has {source.num_train} examples, "
+                    f"fewer than one global batch of {global_batch}; use a larger split or "
+                    "a smaller batch")
+
+  p = cfg.preprocess
+  shape = preprocess.precrop_shape(p, source.image_shape)
+  if shape and (shape[0] < h or shape[1] < w):
+    raise ConfigError(f"data.preprocess.pad={p.pad}, resize={p.resize}: {cfg.name} images are "
+                      f"{shape[0]}x{shape[1]}, smaller than the model's {h}x{w}; pad or "
+                      "resize them to at least that")
+  mean_mode = p.mean
+  if mean_mode == "pixel" and shape is None:
+    logging.warning("data.preprocess.mean='pixel' needs one image size before the crop; these "
+                    "images vary, so the per-channel mean is subtracted instead")
+    mean_mode = "channel"
+
+  batched = shape is not None  # one image size before the crop
+  stats_ = {}
+  if p.mean != "none" or p.std != "none" or p.pca_colour:
+    precrop = preprocess.Preprocessor(p, image_shape, {}, "none").precrop
+    images = source.stats.take(p.stats_samples).map(lambda image, _: image)
+    images = images.batch(256 if batched else 1)
+    images = images.map(precrop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    stats_ = stats.compute(images, pixel=mean_mode == "pixel", std_channel=p.std == "channel",
+                           pca=bool(p.pca_colour))
+  prep = preprocess.Preprocessor(p, image_shape, stats_, mean_mode)
+  return Dataset(source, prep, global_batch=global_batch, eval_batch=eval_batch, seed=seed,
+                 process_index=process_index, process_count=process_count,
+                 shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, stats_=stats_,
+                 batched=batched)

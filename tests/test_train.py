@@ -1,0 +1,158 @@
+"""The whole training loop on tiny data: every family, resume, evaluation, config errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from cnn_jax import config, metrics, train
+from cnn_jax.errors import UserError
+from helpers import load_config
+
+
+@pytest.fixture
+def mock_fashion_mnist():
+  with tfds.testing.mock_data(num_examples=48):
+    yield
+
+
+def tiny(cfg, steps=4, batch=16):
+  cfg.train.batch_size = batch
+  cfg.train.eval_batch_size = 16
+  cfg.train.steps = steps
+  cfg.train.eval_every_steps = 2
+  cfg.train.log_every_steps = 1
+  cfg.data.manual_dir = ""
+  return config.validate(cfg)
+
+
+def records(workdir):
+  return metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+FAMILIES = [("simple_cnn.py", "base", {}), ("lenet5.py", "paper", {}),
+            ("alexnet.py", "small", {}), ("vgg.py", "small_A", {"width": 0.125})]
+
+
+@pytest.mark.parametrize("file,arg,model", FAMILIES)
+def test_every_family_trains_end_to_end(mock_fashion_mnist, tmp_path, file, arg, model):
+  cfg = load_config(file, arg)
+  cfg.data.name = "fashion_mnist"
+  cfg.model.update(model)
+  cfg = tiny(cfg)
+  final = train.train(cfg, str(tmp_path))
+  rows = records(tmp_path)
+  steps = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in steps] == [1, 2, 3, 4]
+  for r in steps:
+    assert {"step", "epoch", "loss", "lr", "images_per_sec", "top1", "top5"} <= set(r)
+    assert np.isfinite(r["loss"])
+  evals = [r for r in rows if "eval_top1" in r and not r.get("final")]
+  assert [r["step"] for r in evals] == [2, 4]
+  assert {"eval_top1", "eval_top5", "eval_loss"} <= set(evals[-1])
+  assert rows[-1]["final"] and rows[-1]["step"] == 4
+  assert rows[-1]["eval_top1"] == final["eval_top1"] == evals[-1]["eval_top1"]
+  for name in ("config.json", "curves.png", "tensorboard"):
+    assert os.path.exists(tmp_path / name)
+  assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [2, 4]
+
+
+def test_resume_continues_from_the_saved_step_and_matches(mock_fashion_mnist, tmp_path):
+  def cfg(steps):  # a constant rate, so that the 4-step run is a prefix of the 6-step one
+    c = load_config("simple_cnn.py", "base")
+    c.optim.schedule = "constant"
+    return tiny(c, steps=steps)
+
+  straight = train.train(cfg(6), str(tmp_path / "straight"))
+  train.train(cfg(4), str(tmp_path / "resumed"))
+  resumed = train.train(cfg(6), str(tmp_path / "resumed"))
+  a, b = records(tmp_path / "straight"), records(tmp_path / "resumed")
+  assert [r["step"] for r in b if "loss" in r] == [1, 2, 3, 4, 5, 6]
+  assert sum(1 for r in b if r.get("final")) == 1
+  losses = lambda rows: [r["loss"] for r in rows if "loss" in r]  # noqa: E731
+  assert losses(a) == losses(b)
+  assert resumed["eval_top1"] == straight["eval_top1"]
+  assert resumed["eval_loss"] == straight["eval_loss"]
+  # A finished run started again reports its result and trains no further.
+  again = train.train(cfg(6), str(tmp_path / "resumed"))
+  assert again["step"] == 6 and len(records(tmp_path / "resumed")) == len(b)
+
+
+def test_eval_command_restores_latest_and_best(mock_fashion_mnist, tmp_path):
+  cfg = tiny(load_config("simple_cnn.py", "base"))
+  final = train.train(cfg, str(tmp_path))
+  latest = train.evaluate(cfg, str(tmp_path), "latest")
+  assert latest["step"] == 4 and latest["eval_top1"] == final["eval_top1"]
+  assert json.load(open(tmp_path / "eval_4.json"))["eval_loss"] == latest["eval_loss"]
+  best = train.evaluate(cfg, str(tmp_path), "best")
+  assert best["step"] in (2, 4)
+  with pytest.raises(UserError, match="no checkpoint"):
+    train.evaluate(cfg, str(tmp_path / "empty"), "latest")
+
+
+def write_images(root, n_per_class=48):
+  """Two classes a CNN separates easily: dark and bright noise."""
+  rng = np.random.default_rng(0)
+  for label, (lo, hi) in enumerate([(0, 90), (160, 255)]):
+    os.makedirs(root / f"class{label}", exist_ok=True)
+    for i in range(n_per_class):
+      pixels = rng.integers(lo, hi, (28, 28), dtype=np.uint8)
+      Image.fromarray(pixels, "L").save(root / f"class{label}" / f"{i}.png")
+
+
+def test_loss_falls_and_accuracy_rises_on_learnable_data(tmp_path):
+  write_images(tmp_path / "images")
+  cfg = load_config("simple_cnn.py", "base")
+  cfg.data.name = "folder"
+  cfg.data.folder = str(tmp_path / "images")
+  cfg.data.validation_fraction = 0.25
+  cfg.model.num_classes = 2
+  cfg = tiny(cfg, steps=12)
+  final = train.train(cfg, str(tmp_path / "run"))
+  losses = [r["loss"] for r in records(tmp_path / "run") if "loss" in r]
+  assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
+  assert final["eval_top1"] >= 0.9
+
+
+def test_training_config_errors(mock_fashion_mnist, tmp_path):
+  cfg = tiny(load_config("simple_cnn.py", "base"))
+  cfg.model.num_classes = 5
+  with pytest.raises(UserError, match="model.num_classes=5"):
+    train.train(cfg, str(tmp_path / "a"))
+  cfg = tiny(load_config("simple_cnn.py", "base"))
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError, match="not writable"):
+    train.train(cfg, str(tmp_path / "file" / "run"))
+  cfg = tiny(load_config("simple_cnn.py", "base"), batch=64)
+  with pytest.raises(UserError, match="fewer than one global batch of 64"):
+    train.train(cfg, str(tmp_path / "b"))
+  with pytest.raises(UserError, match="train.eval_every_epochs"):
+    bad = load_config("simple_cnn.py", "base")
+    bad.train.eval_every_epochs = 0.0
+    config.validate(bad)
+
+
+def test_gradient_accumulation_matches_the_full_batch(mock_fashion_mnist, tmp_path):
+  def run(micro, name):
+    cfg = load_config("simple_cnn.py", "base")
+    cfg.optim.accumulate_steps = micro
+    cfg.optim.name, cfg.optim.momentum = "sgd", 0.0
+    train.train(tiny(cfg, steps=2), str(tmp_path / name))
+    return [r["loss"] for r in records(tmp_path / name) if "loss" in r]
+
+  full, accumulated = run(1, "full"), run(4, "accumulated")
+  np.testing.assert_allclose(full, accumulated, rtol=1e-4)
+
+
+@pytest.mark.parametrize("file,arg,variant", [
+    ("simple_cnn.py", None, "base"), ("lenet5.py", "modern", "modern"),
+    ("alexnet.py", "one_tower", "one_tower"), ("alexnet.py", "small_one_tower", "one_tower"),
+    ("vgg.py", "A-LRN", "A-LRN"), ("vgg.py", "small_E", "E")])
+def test_config_files_and_variants(file, arg, variant):
+  cfg = config.validate(load_config(file, arg))
+  assert cfg.model.name == file[:-3] and cfg.model.variant == variant
+  small = arg is not None and arg.startswith("small")
+  assert (cfg.data.name == "fashion_mnist") == (small or file == "simple_cnn.py")
