@@ -111,10 +111,10 @@ def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]
 class Run:
   """A training run in a work directory: set-up, restore, loop, evaluation, checkpoints."""
 
-  def __init__(self, cfg, workdir: str):
+  def __init__(self, cfg, workdir: str, record_config: bool = True):
     self.cfg, self.workdir = cfg, workdir
     self.is_main = jax.process_index() == 0
-    _prepare_workdir(workdir, cfg, self.is_main)
+    _prepare_workdir(workdir, cfg, self.is_main and record_config)
     self.ds = data.build(cfg.data, image_shape=tuple(cfg.model.input_shape),
                          global_batch=cfg.train.batch_size, eval_batch=cfg.train.eval_batch_size,
                          seed=cfg.seed, process_index=jax.process_index(),
@@ -210,6 +210,8 @@ class Run:
         if step == self.total_steps:
           break
     progress.close()
+    if not last_eval:  # e.g. killed after the last checkpoint, before its final record
+      last_eval = self._eval_and_adapt(step)
     self.ckpt.wait()
     final = {k: v for k, v in last_eval.items() if k != "step"}
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
@@ -274,8 +276,8 @@ class Run:
       print(text, flush=True)
 
 
-def _prepare_workdir(workdir: str, cfg, is_main: bool) -> None:
-  """Creates the work directory and records the resolved config in it."""
+def _prepare_workdir(workdir: str, cfg, record_config: bool) -> None:
+  """Creates the work directory, checks it is writable, and records the resolved config."""
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test_{os.getpid()}")
@@ -285,7 +287,7 @@ def _prepare_workdir(workdir: str, cfg, is_main: bool) -> None:
   except OSError as e:
     raise UserError(f"work directory {workdir} is not writable ({e.strerror}); "
                     "choose another --workdir") from e
-  if is_main:
+  if record_config:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
 
@@ -296,7 +298,7 @@ def train(cfg, workdir: str) -> dict:
 
 def evaluate(cfg, workdir: str, which: str = "latest") -> dict:
   """Evaluates a saved checkpoint ('latest', 'best' or a step) on the eval split."""
-  run = Run(cfg, workdir)
+  run = Run(cfg, workdir, record_config=False)  # the training run's config.json stays
   step = run.restore(which)
   if not step:
     raise UserError(f"no checkpoint in {workdir}/checkpoints; train first with "

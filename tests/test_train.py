@@ -79,6 +79,13 @@ def test_resume_continues_from_the_saved_step_and_matches(mock_fashion_mnist, tm
   # A finished run started again reports its result and trains no further.
   again = train.train(cfg(6), str(tmp_path / "resumed"))
   assert again["step"] == 6 and len(records(tmp_path / "resumed")) == len(b)
+  # Killed after its last checkpoint but before the final record: evaluated and recorded.
+  path = tmp_path / "resumed" / "metrics.jsonl"
+  path.write_text("".join(line + "\n" for line in path.read_text().splitlines()
+                          if '"final"' not in line))
+  recovered = train.train(cfg(6), str(tmp_path / "resumed"))
+  assert recovered["eval_top1"] == straight["eval_top1"]
+  assert records(tmp_path / "resumed")[-1]["final"]
 
 
 def test_eval_command_restores_latest_and_best(mock_fashion_mnist, tmp_path):
