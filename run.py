@@ -90,7 +90,7 @@ def main(argv) -> None:
   from absl import logging
   from cnn_jax import config
   from cnn_jax.errors import UserError
-  if FLAGS["verbosity"].using_default_value:
+  if not FLAGS["verbosity"].present:  # not given on the command line
     logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
   command = argv[1] if len(argv) > 1 else "train"
   try:
