@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from cnn_jax.errors import ConfigError, UserError
+from cnn_jax.metrics import EVAL_METRICS
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -31,7 +32,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"checkpoint.keep={c.keep!r} must be an int >= 1")
   if not (isinstance(c.every_steps, int) and c.every_steps >= 0):
     raise ConfigError(f"checkpoint.every_steps={c.every_steps!r} must be an int >= 0")
-  if c.best_metric and c.best_metric not in ("eval_top1", "eval_top5", "eval_loss"):
+  if c.best_metric and c.best_metric not in EVAL_METRICS:
     raise ConfigError(f"checkpoint.best_metric={c.best_metric!r} must be eval_top1, eval_top5, "
                       "eval_loss or '' (off)")
 
@@ -61,15 +62,12 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.best_metric else None
 
-  def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
-
-  def save(self, step: int, state, metrics: dict | None = None, force: bool = False) -> None:
+  def save(self, step: int, state, metrics: dict | None = None) -> None:
     metrics = {k: float(v) for k, v in (metrics or {}).items() if k.startswith("eval_")}
     if self.best_metric and self.best_metric not in metrics:
       metrics = None
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                      metrics=metrics, force=force)
+                      metrics=metrics)
 
   def restore(self, step: int, like):
     """The state saved at `step`, with the structure, shapes and shardings of `like`."""

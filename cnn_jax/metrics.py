@@ -24,6 +24,8 @@ TENSORBOARD = "tensorboard"
 # The keys plot_curves draws, first present wins.
 LOSS_KEYS = ("train_loss", "loss")
 LR_KEYS = ("lr", "learning_rate")
+# What an evaluation reports; plateau decay and best-checkpoint choice key on one of these.
+EVAL_METRICS = ("eval_top1", "eval_top5", "eval_loss")
 
 
 def _plain(key, value):

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from cnn_jax.errors import ConfigError
+from cnn_jax.metrics import EVAL_METRICS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine")
@@ -72,7 +73,7 @@ def validate(o: ml_collections.ConfigDict) -> None:
                       "--config.optim.decay_epochs='(30, 60)'")
   if list(o.decay_epochs) != sorted(o.decay_epochs):
     raise ConfigError(f"optim.decay_epochs={tuple(o.decay_epochs)} must be increasing")
-  if o.plateau_metric not in ("eval_top1", "eval_top5", "eval_loss"):
+  if o.plateau_metric not in EVAL_METRICS:
     raise ConfigError(f"optim.plateau_metric={o.plateau_metric!r} must be an eval metric: "
                       "eval_top1, eval_top5 or eval_loss")
   for key in ("weight_decay_params", "freeze"):

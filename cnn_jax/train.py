@@ -131,7 +131,7 @@ class Run:
     self.save_every = cfg.checkpoint.every_steps or self.eval_every
 
     model = models.build(cfg.model, seed=cfg.seed)
-    self.summary = inspect.summarize(models.abstract(cfg.model))
+    self.summary = inspect.summarize(model)
     train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
     eval_graph = nnx.graphdef(models.view(model, train=False))
     self.tx = optim.make(cfg.optim, params, self.steps_per_epoch, self.total_steps)

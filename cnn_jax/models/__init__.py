@@ -39,12 +39,9 @@ def build(cfg, seed: int = 0) -> Sequential:
   backend optimisation; the values are the same either way.
   """
   fam = family(cfg.name, cfg.variant)
-
-  def init():
-    return assemble(fam, cfg, nnx.Rngs(params=seed, dropout=seed + 1))
-
-  graphdef, _ = nnx.split(nnx.eval_shape(init))
-  state = jax.jit(lambda: nnx.split(init())[1],
+  graphdef, _ = nnx.split(abstract(cfg))
+  state = jax.jit(lambda: nnx.split(assemble(fam, cfg, nnx.Rngs(params=seed,
+                                                                dropout=seed + 1)))[1],
                   compiler_options={"xla_backend_optimization_level": 0})()
   return nnx.merge(graphdef, state)
 
