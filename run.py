@@ -4,6 +4,10 @@
   python run.py eval    --config=... --workdir=DIR [--checkpoint=latest|best|STEP]
   python run.py summary --config=configs/vgg.py:D [--json]
 
+The mesh and layout come from the config (--config.mesh.layout=fsdp, --config.mesh.model=2,
+...); a run over several hosts also takes --distributed or --coordinator_address,
+--num_processes and --process_id (see README, "Launching on GPUs and TPU pods").
+
 With no arguments, trains the main job: the small CNN on Fashion-MNIST, offline, into
 workdirs/simple_cnn_fashion_mnist. Running the same train command again resumes it.
 A mistake in the command line or the config is reported in one line, with exit status 2.
@@ -31,6 +35,15 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
                       "plots); default workdirs/<model>_<dataset>.")
   flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")
+  # A run over several processes (hosts): SLURM and Open MPI launches are detected by
+  # themselves; --distributed lets JAX detect a Cloud TPU pod or Kubernetes; or give all three.
+  flags.DEFINE_bool("distributed", False, "train, eval: start jax.distributed and detect the "
+                    "cluster (Cloud TPU pod, SLURM, Open MPI, Kubernetes).")
+  flags.DEFINE_string("coordinator_address", None, "train, eval: host:port of process 0, for "
+                      "a multi-process run started by hand.")
+  flags.DEFINE_integer("num_processes", None, "train, eval: processes in the run.")
+  flags.DEFINE_integer("process_id", None, "train, eval: this process's index, 0 to "
+                       "num_processes - 1.")
 
 
 def fail(e: BaseException, argv: list[str]) -> None:
@@ -97,6 +110,10 @@ def main(argv) -> None:
     if len(argv) > 2 or command not in COMMANDS:
       raise UserError(f"unknown command {' '.join(argv[1:])!r}; use one of {list(COMMANDS)}")
     cfg = config.validate(FLAGS.config)
+    if command != "summary":
+      from cnn_jax import parallel
+      parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                          FLAGS.distributed)
     {"train": train, "eval": evaluate, "summary": summary}[command](cfg)
   except UserError as e:
     fail(e, argv)

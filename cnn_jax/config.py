@@ -53,13 +53,14 @@ def train_config() -> ml_collections.ConfigDict:
 
 def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDict:
   """A run config with every group at its default; config files change what they need."""
-  from cnn_jax import checkpoint, data, optim
+  from cnn_jax import checkpoint, data, optim, parallel
   cfg = ml_collections.ConfigDict()
   cfg.model = model_config(name, variant, **model_overrides)
   cfg.data = data.defaults()
   cfg.optim = optim.defaults()
   cfg.train = train_config()
   cfg.checkpoint = checkpoint.defaults()
+  cfg.mesh = parallel.defaults()
   cfg.seed = 0  # parameters, data order, augmentation and dropout all derive from it
   return cfg
 
@@ -104,10 +105,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _validate_training(cfg) -> None:
-  from cnn_jax import checkpoint, data, optim
+  from cnn_jax import checkpoint, data, optim, parallel
   data.validate(cfg.data, image_shape=tuple(cfg.model.input_shape))
   optim.validate(cfg.optim)
   checkpoint.validate(cfg.checkpoint)
+  parallel.validate(cfg.mesh)
   t = cfg.train
   for key in ("batch_size", "eval_batch_size", "log_every_steps"):
     if not (isinstance(t[key], int) and t[key] >= 1):

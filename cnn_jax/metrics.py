@@ -29,7 +29,10 @@ EVAL_METRICS = ("eval_top1", "eval_top5", "eval_loss")
 
 
 def _plain(key, value):
-  """A python int or float for `value` (numpy and jax scalars included); TypeError otherwise."""
+  """A python int, float or str for `value` (numpy and jax scalars included); TypeError
+  otherwise. Strings (e.g. the layout that ran) go to metrics.jsonl, not TensorBoard."""
+  if isinstance(value, str):
+    return value
   if hasattr(value, "item") and not isinstance(value, (int, float)):
     if getattr(value, "size", 1) != 1:
       raise TypeError(f"metric {key!r}: expected a scalar, got shape {value.shape}")
@@ -38,7 +41,7 @@ def _plain(key, value):
     return int(value)
   if isinstance(value, (int, float)):
     return value
-  raise TypeError(f"metric {key!r}: expected a number, got {type(value).__name__}")
+  raise TypeError(f"metric {key!r}: expected a number or a string, got {type(value).__name__}")
 
 
 def _atomic_write(path, data: bytes):
@@ -141,10 +144,11 @@ class Writer:
     scalars = self._checked(scalars)
     self._append({"step": step, **scalars})
     self._last_step = step
-    if scalars:
+    numbers = {k: v for k, v in scalars.items() if not isinstance(v, str)}
+    if numbers:
       if self._events is None:
         self._events = _EventWriter(self.logdir)
-      self._events.write_scalars(step, scalars)
+      self._events.write_scalars(step, numbers)
 
   def write_final(self, scalars: dict, step: int | None = None):
     """Appends {"final": true, "step": step, **scalars}.

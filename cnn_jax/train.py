@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from cnn_jax import checkpoint, data, inspect, metrics, models, optim
+from cnn_jax import checkpoint, data, inspect, metrics, models, optim, parallel
 from cnn_jax.errors import UserError
 
 
@@ -36,17 +38,25 @@ class TrainState:
 
 
 def topk_correct(logits, labels, k: int):
-  k = min(k, logits.shape[-1])
-  top = jax.lax.top_k(logits, k)[1]
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+  """1 where the label is among the k highest logits: fewer than k classes score above it.
+  (Elementwise, so a batch split over devices needs no gather, as lax.top_k would.)"""
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  return (jnp.sum(logits > label_logit, axis=-1) < k).astype(jnp.float32)
 
 
-def make_train_step(graphdef, tx, cfg, num_classes: int):
-  """(state, batch) -> (state, metrics): one update on one global batch."""
+def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
+  """(state, batch) -> (state, metrics): one update on one global batch.
+
+  With a `layout`, the parameters are gathered to their compute layout (FSDP's all-gather) in
+  the forward pass and the gradients constrained to the stored layout (its reduce-scatter).
+  """
   smoothing = cfg.optim.label_smoothing
   micro = cfg.optim.accumulate_steps
+  gather = layout.gather if layout is not None else (lambda params: params)
+  scatter = layout.scatter if layout is not None else (lambda grads: grads)
 
   def loss_fn(params, rest, images, labels):
+    params = gather(params)
     rest = jax.tree.map(lambda v: v, rest)  # fresh Variables at this trace level (RNG counts)
     model = nnx.merge(graphdef, params, rest)
     logits = model(images)
@@ -61,7 +71,9 @@ def make_train_step(graphdef, tx, cfg, num_classes: int):
     if micro == 1:
       (loss, (logits, rest)), grads = grad_fn(state.params, state.rest, images, labels)
     else:  # gradient accumulation over micro-batches, one update
-      split = lambda x: x.reshape(micro, x.shape[0] // micro, *x.shape[1:])  # noqa: E731
+      # micro-batch j takes every micro-th example, so each stays split over `data`
+      split = lambda x: jnp.swapaxes(  # noqa: E731
+          x.reshape(x.shape[0] // micro, micro, *x.shape[1:]), 0, 1)
 
       def body(carry, xs):
         rest, grads_sum, loss_sum = carry
@@ -72,7 +84,8 @@ def make_train_step(graphdef, tx, cfg, num_classes: int):
       (rest, grads, loss), logits = jax.lax.scan(
           body, (state.rest, zeros, jnp.zeros([], jnp.float32)), (split(images), split(labels)))
       grads = jax.tree.map(lambda g: g / micro, grads)
-      loss, logits = loss / micro, logits.reshape(-1, logits.shape[-1])
+      loss, logits = loss / micro, jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])
+    grads = scatter(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
@@ -97,11 +110,11 @@ def make_eval_step(graphdef, num_classes: int):
   return step
 
 
-def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
-  """Keeps `size` batches in flight to the device while the current one is used."""
+def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
+  """Global batches from this process's rows, `size` in flight to the devices ahead of use."""
   queue = collections.deque()
   for batch in batches:
-    queue.append(jax.device_put(batch))
+    queue.append(parallel.global_batch(batch, sharding))
     if len(queue) > size:
       yield queue.popleft()
   while queue:
@@ -115,10 +128,20 @@ class Run:
     self.cfg, self.workdir = cfg, workdir
     self.is_main = jax.process_index() == 0
     _prepare_workdir(workdir, cfg, self.is_main and record_config)
+    self.mesh = parallel.make_mesh(cfg.mesh)
+    data_devices = self.mesh.shape["data"]
+    if cfg.train.batch_size % (data_devices * cfg.optim.accumulate_steps):
+      raise UserError(f"train.batch_size={cfg.train.batch_size} must split evenly over the "
+                      f"{data_devices} devices of mesh axis 'data'"
+                      + (f" in each of optim.accumulate_steps={cfg.optim.accumulate_steps} "
+                         "micro-batches" if cfg.optim.accumulate_steps > 1 else "")
+                      + "; change the batch size or mesh.data")
+    # evaluation results do not depend on the eval batch: round it up to split evenly
+    eval_batch = -(-cfg.train.eval_batch_size // data_devices) * data_devices
+    share, shares = parallel.input_share(self.mesh)
     self.ds = data.build(cfg.data, image_shape=tuple(cfg.model.input_shape),
-                         global_batch=cfg.train.batch_size, eval_batch=cfg.train.eval_batch_size,
-                         seed=cfg.seed, process_index=jax.process_index(),
-                         process_count=jax.process_count())
+                         global_batch=cfg.train.batch_size, eval_batch=eval_batch,
+                         seed=cfg.seed, process_index=share, process_count=shares)
     if self.ds.num_classes != cfg.model.num_classes:
       raise UserError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.name} has "
                       f"{self.ds.num_classes} classes; set --config.model.num_classes="
@@ -135,18 +158,35 @@ class Run:
     train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
     eval_graph = nnx.graphdef(models.view(model, train=False))
     self.tx = optim.make(cfg.optim, params, self.steps_per_epoch, self.total_steps)
-    self.state = TrainState(step=jnp.zeros([], jnp.int32), params=params, rest=rest,
-                            opt_state=self.tx.init(params), plateau=optim.plateau_init())
-    self.train_step = jax.jit(make_train_step(train_graph, self.tx, cfg, self.ds.num_classes),
-                              donate_argnums=0)
-    self.eval_step = jax.jit(make_eval_step(eval_graph, self.ds.num_classes))
+    self.layout = parallel.Layout.of(cfg.mesh, self.mesh, params)
+    state = TrainState(step=jnp.zeros([], jnp.int32), params=params, rest=rest,
+                       opt_state=self.tx.init(params), plateau=optim.plateau_init())
+    self.state_sharding = self.layout.shardings(state)
+    self.state = parallel.place(state, self.state_sharding)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    replicated = parallel.replicated(self.mesh)
+    self.train_step = jax.jit(
+        make_train_step(train_graph, self.tx, cfg, self.ds.num_classes, self.layout),
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(make_eval_step(eval_graph, self.ds.num_classes),
+                             in_shardings=(self.state_sharding, self.batch_sharding),
+                             out_shardings=replicated)
+    self._set_plateau = jax.jit(
+        lambda state, plateau, scale: state.replace(
+            plateau=plateau, opt_state=optim.set_lr_scale(state.opt_state, scale)),
+        out_shardings=self.state_sharding, donate_argnums=0)
     self.ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
     self.writer = metrics.Writer(workdir, enabled=self.is_main)
 
   # -- evaluation --------------------------------------------------------------------------
   def evaluate(self) -> dict:
+    with jax.set_mesh(self.mesh):
+      return self._evaluate()
+
+  def _evaluate(self) -> dict:
     sums = None
-    for batch in prefetch_to_device(self.ds.eval_batches()):
+    for batch in prefetch_to_device(self.ds.eval_batches(), self.batch_sharding):
       out = self.eval_step(self.state, batch)
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -169,6 +209,10 @@ class Run:
 
   # -- the loop ----------------------------------------------------------------------------
   def train(self) -> dict:
+    with jax.set_mesh(self.mesh):
+      return self._train()
+
+  def _train(self) -> dict:
     cfg, start_time = self.cfg, time.monotonic()
     step = self.restore("latest")
     s = self.summary
@@ -176,11 +220,14 @@ class Run:
                 f"{inspect.human(s.macs)} MACs per image at {'x'.join(map(str, s.input_shape))}; "
                 f"{self.ds.num_train:,} training images, {self.steps_per_epoch} steps per epoch, "
                 f"{self.total_steps} steps")
+    self._print(f"mesh {parallel.describe(self.mesh)}; {self.layout.describe()}")
+    logging.info("parameter layout:\n%s", self.layout.table())
     if step >= self.total_steps:
-      final = self._final_from_log()
-      if final is not None:
-        self._print(f"already trained to step {step}: {self._describe(final)}")
-        return final
+      final = self._final_from_log() if self.is_main else None
+      if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
+        if final is not None:
+          self._print(f"already trained to step {step}: {self._describe(final)}")
+        return final or {"step": step}
     if step:
       self._print(f"resuming from the checkpoint at step {step} in {self.workdir}")
       self.writer.truncate_after(step, drop_final=True)
@@ -188,7 +235,7 @@ class Run:
     pending, images, clock, last_eval, compiled = [], 0, time.monotonic(), {}, False
     while step < self.total_steps:
       epoch, offset = divmod(step, self.steps_per_epoch)
-      for batch in prefetch_to_device(self.ds.train_batches(epoch, offset)):
+      for batch in prefetch_to_device(self.ds.train_batches(epoch, offset), self.batch_sharding):
         self.state, m = self.train_step(self.state, batch)
         pending.append(m)
         step += 1
@@ -215,7 +262,7 @@ class Run:
     self.ckpt.wait()
     final = {k: v for k, v in last_eval.items() if k != "step"}
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
-                 wall_time_s=time.monotonic() - start_time)
+                 wall_time_s=time.monotonic() - start_time, **self.run_info())
     self.writer.write_final(final, step=step)
     final["step"] = step
     self.writer.close()
@@ -227,6 +274,12 @@ class Run:
                 f"; work directory {self.workdir}")
     self.ckpt.close()
     return final
+
+  def run_info(self) -> dict:
+    """Which layout ran, on what mesh: recorded with the final metrics."""
+    return {"layout": self.layout.name, "mesh_data": self.mesh.shape["data"],
+            "mesh_model": self.mesh.shape["model"], "devices": self.mesh.size,
+            "processes": jax.process_count(), "platform": self.mesh.devices.flat[0].platform}
 
   def _log(self, step: int, fetched: list, images: int, seconds: float) -> dict:
     """Averages the fetched step metrics; `images` trained in `seconds` give the throughput."""
@@ -248,13 +301,12 @@ class Run:
     if o.schedule == "plateau":
       plateau, decay = optim.plateau_update(o, jax.device_get(self.state.plateau),
                                             result[o.plateau_metric])
-      opt_state = self.state.opt_state
+      scale = optim.get_lr_scale(self.state.opt_state)
       if decay:
-        scale = optim.get_lr_scale(opt_state) * o.decay_factor
-        opt_state = optim.set_lr_scale(opt_state, scale)
+        scale *= o.decay_factor
         self._print(f"step {step}: {o.plateau_metric} stopped improving; learning rate now "
                     f"{o.lr * scale:.3g}")
-      self.state = self.state.replace(plateau=plateau, opt_state=opt_state)
+      self.state = self._set_plateau(self.state, plateau, np.float32(scale))
     self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch})
     return {**result, "step": step}
 

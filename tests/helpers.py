@@ -52,3 +52,49 @@ def load_config(file, arg=None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def tiny_training(file, arg=None, steps=3, batch=16, width=None, **mesh):
+  """A few steps of `configs/<file>:<arg>` on mock Fashion-MNIST (48 examples), SGD with
+  momentum, on the mesh `mesh` (e.g. data=1 for one device, layout='fsdp')."""
+  cfg = load_config(file, arg)
+  if width:
+    cfg.model.width = width
+  cfg.data.name, cfg.data.manual_dir = "fashion_mnist", ""
+  cfg.optim.name, cfg.optim.lr, cfg.optim.momentum = "sgd", 0.01, 0.9
+  cfg.optim.schedule, cfg.optim.weight_decay = "constant", 5e-4
+  t = cfg.train
+  t.batch_size, t.eval_batch_size, t.steps = batch, 16, steps
+  t.eval_every_steps, t.log_every_steps = steps, 1
+  cfg.mesh.update(mesh)
+  return config.validate(cfg)
+
+
+def global_batches(cfg, n, seed=0):
+  """`n` global batches of random images and labels for cfg's model, the same on every
+  process."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  shape = (cfg.train.batch_size, *cfg.model.input_shape)
+  return [{"image": rng.standard_normal(shape).astype(np.float32),
+           "label": rng.integers(0, cfg.model.num_classes, shape[0]).astype(np.int32)}
+          for _ in range(n)]
+
+
+def losses_on(run, batches):
+  """Trains `run` (a train.Run) on the global `batches`, each process feeding its rows of
+  them; returns the losses and the final parameters (as numpy, gathered)."""
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  from cnn_jax import parallel
+  share, shares = parallel.input_share(run.mesh)
+  losses = []
+  with jax.set_mesh(run.mesh):
+    for batch in batches:
+      rows = len(batch["label"]) // shares
+      local = {k: v[share * rows:(share + 1) * rows] for k, v in batch.items()}
+      run.state, m = run.train_step(run.state, parallel.global_batch(local, run.batch_sharding))
+      losses.append(float(m["loss"]))
+    params = jax.tree.leaves(multihost_utils.process_allgather(run.state.params, tiled=True))
+  return losses, [np.asarray(p) for p in params]

@@ -34,15 +34,21 @@ def test_write_converts_numpy_and_jax_scalars(tmp_path):
   assert final == {"final": True, "step": 10, "eval_top1": 0.75}
 
 
-def test_write_rejects_arrays_strings_and_reserved_keys(tmp_path):
+def test_write_rejects_arrays_objects_and_reserved_keys(tmp_path):
   with metrics.Writer(str(tmp_path)) as w:
     with pytest.raises(TypeError, match="shape"):
       w.write(1, {"loss": np.zeros(3)})
-    with pytest.raises(TypeError, match="number"):
-      w.write(1, {"name": "x"})
+    with pytest.raises(TypeError, match="number or a string"):
+      w.write(1, {"name": None})
     with pytest.raises(ValueError, match="reserved"):
       w.write(1, {"step": 2})
   assert lines(tmp_path) == []
+
+
+def test_strings_go_to_jsonl_only(tmp_path):
+  with metrics.Writer(str(tmp_path)) as w:
+    w.write(1, {"layout": "fsdp", "loss": 0.5})
+  assert lines(tmp_path) == [{"step": 1, "layout": "fsdp", "loss": 0.5}]
 
 
 def test_second_writer_continues_the_file(tmp_path):
