@@ -35,6 +35,8 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
                       "plots); default workdirs/<model>_<dataset>.")
   flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")
+  flags.DEFINE_bool("allow_config_change", False, "train: continue a work directory whose "
+                    "recorded run has a different config.")
   # A run over several processes (hosts): SLURM and Open MPI launches are detected by
   # themselves; --distributed lets JAX detect a Cloud TPU pod or Kubernetes; or give all three.
   flags.DEFINE_bool("distributed", False, "train, eval: start jax.distributed and detect the "
@@ -90,7 +92,7 @@ def workdir(cfg) -> str:
 
 def train(cfg) -> None:
   from cnn_jax import train as trainer
-  trainer.train(cfg, workdir(cfg))
+  trainer.train(cfg, workdir(cfg), allow_config_change=FLAGS.allow_config_change)
 
 
 def evaluate(cfg) -> None:
@@ -101,7 +103,7 @@ def evaluate(cfg) -> None:
 
 def main(argv) -> None:
   from absl import logging
-  from cnn_jax import config
+  from cnn_jax import config, preemption
   from cnn_jax.errors import UserError
   if not FLAGS["verbosity"].present:  # not given on the command line
     logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
@@ -117,6 +119,13 @@ def main(argv) -> None:
     {"train": train, "eval": evaluate, "summary": summary}[command](cfg)
   except UserError as e:
     fail(e, argv)
+  except preemption.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved, resumable
+    print(f"{e}", file=sys.stderr, flush=True)
+    sys.exit(e.exit_status)
+  except KeyboardInterrupt:  # Ctrl-C before training started, or a second one
+    print("interrupted; run the same command to resume from the newest checkpoint",
+          file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

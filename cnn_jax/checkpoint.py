@@ -7,11 +7,14 @@ Saves are asynchronous; the newest `keep` are kept, plus the best by a chosen ev
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from cnn_jax.errors import ConfigError, UserError
@@ -55,9 +58,28 @@ class Checkpoints:
       raise UserError(f"cannot create checkpoints in {directory} ({e.strerror}); "
                       "choose a writable --workdir") from e
     self.best_metric = c.best_metric
+    self.directory = os.path.abspath(directory)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def quarantine(self, step: int) -> str:
+    """Moves the checkpoint of `step` out of the way, to `<directory>.corrupt/<step>[.n]`;
+    returns where it went. The newer-than-valid step can then be saved again."""
+    target = os.path.join(self.directory + ".corrupt", str(step))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      n = 0
+      while os.path.exists(target + (f".{n}" if n else "")):
+        n += 1
+      target += f".{n}" if n else ""
+      os.rename(os.path.join(self.directory, str(step)), target)
+    multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
+    self.manager.reload()
+    return target
 
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.best_metric else None
@@ -81,3 +103,19 @@ class Checkpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def fingerprint(params) -> str:
+  """SHA-256 of the parameters: each one's path, dtype, shape and bytes, in path order. Two
+  runs with equal fingerprints ended with bitwise-equal parameters."""
+  digest = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  named = sorted((("/".join(str(getattr(k, "key", k)) for k in path), x) for path, x in leaves),
+                 key=lambda item: item[0])
+  for name, x in named:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = multihost_utils.process_allgather(x, tiled=True)
+    host = np.ascontiguousarray(np.asarray(x))
+    digest.update(f"{name}:{host.dtype.str}:{host.shape};".encode())
+    digest.update(host.tobytes())
+  return digest.hexdigest()

@@ -48,6 +48,8 @@ def train_config() -> ml_collections.ConfigDict:
       "eval_every_epochs": 1.0,   # evaluation interval in epochs ...
       "eval_every_steps": 0,      # ... or in updates, if > 0
       "log_every_steps": 50,      # metrics are fetched from the device this often
+      "skip_nonfinite": False,    # skip (and count) steps whose loss or gradient is not
+                                  # finite, instead of stopping the run
   })
 
 
@@ -124,5 +126,7 @@ def _validate_training(cfg) -> None:
   if t.batch_size % cfg.optim.accumulate_steps:
     raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
                       f"optim.accumulate_steps={cfg.optim.accumulate_steps}")
+  if not isinstance(t.skip_nonfinite, bool):
+    raise ConfigError(f"train.skip_nonfinite={t.skip_nonfinite!r} must be True or False")
   if not isinstance(cfg.seed, int):
     raise ConfigError(f"seed={cfg.seed!r} must be an int")

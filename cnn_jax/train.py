@@ -1,9 +1,15 @@
 """The one trainer: pure, jitted train and eval steps, and the loop around them.
 
 The NNX model is split once into a graph definition and state (parameters; the rest: batch
-statistics and RNG streams), so each step is a pure function of arrays. Metrics stay on the
-device and are fetched every `train.log_every_steps` steps; the input is prefetched to the
-device; the state is donated to the step.
+statistics and RNG streams), so each step is a pure function of arrays. Metrics are summed on
+the device into a window that is part of the state, fetched every `train.log_every_steps`
+steps; the input is prefetched to the devices; the state is donated to the step.
+
+Everything the future depends on is in the checkpointed state (parameters, optimiser and
+schedule, RNG streams, plateau record, the metric window, the non-finite count) or follows from
+the step (the input position), so a run stopped anywhere and resumed ends bitwise equal to one
+that ran straight through. A step whose loss or gradient is not finite changes nothing but the
+step count; the run then stops naming it, or with `train.skip_nonfinite` goes on and counts it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import collections
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Iterator
 
@@ -24,7 +31,8 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cnn_jax import checkpoint, data, inspect, metrics, models, optim, parallel
+from cnn_jax import checkpoint, data, inspect, metrics, models, optim, parallel, preemption
+from cnn_jax import workdir as workdirs
 from cnn_jax.errors import UserError
 
 
@@ -35,6 +43,19 @@ class TrainState:
   rest: Any         # nnx.State of everything else: batch statistics, RNG streams
   opt_state: Any
   plateau: Any      # the "divide by 10 when validation accuracy stops improving" record
+  window: Any       # metric sums since the last logged step (a resumed run continues them)
+  nonfinite: jax.Array        # steps whose loss or gradient was not finite (skipped)
+  first_nonfinite: jax.Array  # the first such step, -1 if none
+
+  @classmethod
+  def create(cls, params, rest, opt_state, plateau) -> "TrainState":
+    zero = jnp.zeros([], jnp.float32)
+    return cls(step=jnp.zeros([], jnp.int32), params=params, rest=rest, opt_state=opt_state,
+               plateau=plateau, window={k: zero for k in WINDOW},
+               nonfinite=jnp.zeros([], jnp.int32), first_nonfinite=-jnp.ones([], jnp.int32))
+
+
+WINDOW = ("loss", "top1", "top5", "grad_norm", "count")  # summed over finite steps; count them
 
 
 def topk_correct(logits, labels, k: int):
@@ -45,13 +66,14 @@ def topk_correct(logits, labels, k: int):
 
 
 def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
-  """(state, batch) -> (state, metrics): one update on one global batch.
+  """(state, batch) -> state: one update on one global batch, its metrics added to the window.
 
   With a `layout`, the parameters are gathered to their compute layout (FSDP's all-gather) in
   the forward pass and the gradients constrained to the stored layout (its reduce-scatter).
   """
   smoothing = cfg.optim.label_smoothing
   micro = cfg.optim.accumulate_steps
+  log_every = cfg.train.log_every_steps
   gather = layout.gather if layout is not None else (lambda params: params)
   scatter = layout.scatter if layout is not None else (lambda grads: grads)
 
@@ -86,14 +108,33 @@ def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
       grads = jax.tree.map(lambda g: g / micro, grads)
       loss, logits = loss / micro, jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])
     grads = scatter(grads)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new = state.replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
-    return new, {"loss": loss, "top1": topk_correct(logits, labels, 1).mean(),
-                 "top5": topk_correct(logits, labels, 5).mean(),
-                 "grad_norm": optax.tree.norm(grads)}
+
+    def keep(new, old):  # a non-finite step changes nothing
+      return jax.tree.map(lambda n, o: n if _is_key(n) else jnp.where(finite, n, o), new, old)
+
+    fresh = state.step % log_every == 0  # the first step after a logged one
+    current = {"loss": loss, "top1": topk_correct(logits, labels, 1).mean(),
+               "top5": topk_correct(logits, labels, 5).mean(), "grad_norm": grad_norm,
+               "count": jnp.ones([], jnp.float32)}
+    window = {k: jnp.where(fresh, 0.0, state.window[k]) + jnp.where(finite, v, 0.0)
+              for k, v in current.items()}
+    bad = jnp.logical_not(finite)
+    return state.replace(
+        step=state.step + 1, params=keep(params, state.params), rest=keep(rest, state.rest),
+        opt_state=keep(opt_state, state.opt_state), window=window,
+        nonfinite=state.nonfinite + bad.astype(jnp.int32),
+        first_nonfinite=jnp.where(bad & (state.first_nonfinite < 0), state.step + 1,
+                                  state.first_nonfinite))
 
   return step
+
+
+def _is_key(x) -> bool:
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def make_eval_step(graphdef, num_classes: int):
@@ -124,10 +165,14 @@ def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iter
 class Run:
   """A training run in a work directory: set-up, restore, loop, evaluation, checkpoints."""
 
-  def __init__(self, cfg, workdir: str, record_config: bool = True):
+  def __init__(self, cfg, workdir: str, record_config: bool = True,
+               allow_config_change: bool = False):
     self.cfg, self.workdir = cfg, workdir
     self.is_main = jax.process_index() == 0
-    _prepare_workdir(workdir, cfg, self.is_main and record_config)
+    self.record_config = record_config and self.is_main
+    workdirs.check_writable(workdir)
+    if record_config:
+      workdirs.check_config(workdir, cfg, allow_config_change)
     self.mesh = parallel.make_mesh(cfg.mesh)
     data_devices = self.mesh.shape["data"]
     if cfg.train.batch_size % (data_devices * cfg.optim.accumulate_steps):
@@ -159,8 +204,7 @@ class Run:
     eval_graph = nnx.graphdef(models.view(model, train=False))
     self.tx = optim.make(cfg.optim, params, self.steps_per_epoch, self.total_steps)
     self.layout = parallel.Layout.of(cfg.mesh, self.mesh, params)
-    state = TrainState(step=jnp.zeros([], jnp.int32), params=params, rest=rest,
-                       opt_state=self.tx.init(params), plateau=optim.plateau_init())
+    state = TrainState.create(params, rest, self.tx.init(params), optim.plateau_init())
     self.state_sharding = self.layout.shardings(state)
     self.state = parallel.place(state, self.state_sharding)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
@@ -168,7 +212,7 @@ class Run:
     self.train_step = jax.jit(
         make_train_step(train_graph, self.tx, cfg, self.ds.num_classes, self.layout),
         in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=(self.state_sharding, replicated), donate_argnums=0)
+        out_shardings=self.state_sharding, donate_argnums=0)
     self.eval_step = jax.jit(make_eval_step(eval_graph, self.ds.num_classes),
                              in_shardings=(self.state_sharding, self.batch_sharding),
                              out_shardings=replicated)
@@ -178,6 +222,7 @@ class Run:
         out_shardings=self.state_sharding, donate_argnums=0)
     self.ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
     self.writer = metrics.Writer(workdir, enabled=self.is_main)
+    self.stop = preemption.Flag()  # set by SIGTERM / SIGINT while train() runs
 
   # -- evaluation --------------------------------------------------------------------------
   def evaluate(self) -> dict:
@@ -187,6 +232,8 @@ class Run:
   def _evaluate(self) -> dict:
     sums = None
     for batch in prefetch_to_device(self.ds.eval_batches(), self.batch_sharding):
+      if self.stop:
+        raise _EvalStopped()
       out = self.eval_step(self.state, batch)
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -194,23 +241,51 @@ class Run:
     return {"eval_loss": float(sums["loss"]) / n, "eval_top1": float(sums["top1"]) / n,
             "eval_top5": float(sums["top5"]) / n}
 
+  # -- checkpoints -------------------------------------------------------------------------
   def restore(self, step: int | str = "latest") -> int:
-    """Loads a checkpoint ('latest', 'best' or a step) into the state; returns its step."""
+    """Loads a checkpoint ('latest', 'best' or a step) into the state; returns its step (0 if
+    there is none). 'latest' falls back past unreadable checkpoints, moving each aside."""
     if step == "latest":
-      step = self.ckpt.latest_step()
-    elif step == "best":
-      step = self.ckpt.best_step()
-    else:
-      step = int(step)
+      for candidate in sorted(self.ckpt.all_steps(), reverse=True):
+        try:
+          self.state = self.ckpt.restore(candidate, self.state)
+          return int(candidate)
+        except Exception as e:  # noqa: BLE001 - any failure to read it makes it unusable
+          moved = self.ckpt.quarantine(candidate)
+          self._print(f"warning: the checkpoint at step {candidate} is unreadable "
+                      f"({_one_line(e)}); moved it to {moved}; trying the next newest",
+                      error=True)
+      return 0
+    step = self.ckpt.best_step() if step == "best" else int(step)
     if step is None:
       return 0
-    self.state = self.ckpt.restore(step, self.state)
+    try:
+      self.state = self.ckpt.restore(step, self.state)
+    except FileNotFoundError as e:
+      raise UserError(f"no checkpoint at step {step} in {self.ckpt.directory}; "
+                      f"saved steps: {self.ckpt.all_steps()}") from e
+    except Exception as e:  # noqa: BLE001
+      raise UserError(f"the checkpoint at step {step} is unreadable ({_one_line(e)}); "
+                      "evaluate another one with --checkpoint=STEP") from e
     return int(step)
+
+  def _save(self, step: int, eval_metrics: dict | None) -> None:
+    if self.ckpt.latest_step() == step:
+      return
+    self._check_finite()  # never save a run that should have stopped
+    self.ckpt.save(step, self.state, eval_metrics)
 
   # -- the loop ----------------------------------------------------------------------------
   def train(self) -> dict:
-    with jax.set_mesh(self.mesh):
-      return self._train()
+    try:
+      with preemption.catch_signals() as self.stop, jax.set_mesh(self.mesh):
+        return self._train()
+    except Exception as e:
+      if workdirs.is_disk_full(e):
+        raise UserError(f"the disk of work directory {self.workdir} is full ({_one_line(e)}); "
+                        "free space or choose another --workdir, then run the same command: "
+                        "the checkpoints already written are kept") from e
+      raise
 
   def _train(self) -> dict:
     cfg, start_time = self.cfg, time.monotonic()
@@ -222,6 +297,8 @@ class Run:
                 f"{self.total_steps} steps")
     self._print(f"mesh {parallel.describe(self.mesh)}; {self.layout.describe()}")
     logging.info("parameter layout:\n%s", self.layout.table())
+    if self.record_config:
+      workdirs.record_config(self.workdir, cfg)
     if step >= self.total_steps:
       final = self._final_from_log() if self.is_main else None
       if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
@@ -232,37 +309,52 @@ class Run:
       self._print(f"resuming from the checkpoint at step {step} in {self.workdir}")
       self.writer.truncate_after(step, drop_final=True)
     progress = metrics.Progress(self.total_steps, initial_step=step, enabled=self.is_main)
-    pending, images, clock, last_eval, compiled = [], 0, time.monotonic(), {}, False
-    while step < self.total_steps:
-      epoch, offset = divmod(step, self.steps_per_epoch)
-      for batch in prefetch_to_device(self.ds.train_batches(epoch, offset), self.batch_sharding):
-        self.state, m = self.train_step(self.state, batch)
-        pending.append(m)
-        step += 1
-        if compiled:
-          images += cfg.train.batch_size
-        else:  # keep compilation out of the first throughput figure
-          jax.block_until_ready(m)
-          compiled, clock = True, time.monotonic()
-        if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
-          logged = self._log(step, jax.device_get(pending), images, time.monotonic() - clock)
-          progress.update(step, loss=logged["loss"], lr=logged["lr"],
-                          images_per_sec=logged["images_per_sec"])
-          pending, images, clock = [], 0, time.monotonic()
-        if step % self.eval_every == 0 or step == self.total_steps:
-          last_eval = self._eval_and_adapt(step)
-          clock = time.monotonic()
-        if step % self.save_every == 0 or step == self.total_steps:
-          self.ckpt.save(step, self.state, last_eval if last_eval.get("step") == step else None)
-        if step == self.total_steps:
-          break
+    images, clock, last_eval, compiled = 0, time.monotonic(), {}, False
+    try:
+      if step and self._eval_due(step) and not self._eval_logged(step):
+        last_eval = self._eval_and_adapt(step)  # stopped during this evaluation before
+      while step < self.total_steps:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        for batch in prefetch_to_device(self.ds.train_batches(epoch, offset),
+                                        self.batch_sharding):
+          self.state = self.train_step(self.state, batch)
+          step += 1
+          if compiled:
+            images += cfg.train.batch_size
+          else:  # keep compilation out of the first throughput figure
+            jax.block_until_ready(self.state.step)
+            compiled, clock = True, time.monotonic()
+          if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
+            logged = self._log(step, images, time.monotonic() - clock)
+            progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
+                            images_per_sec=logged["images_per_sec"])
+            images, clock = 0, time.monotonic()
+          if self._eval_due(step):
+            last_eval = self._eval_and_adapt(step)
+            clock = time.monotonic()
+          if step % self.save_every == 0 or step == self.total_steps:
+            self._save(step, last_eval if last_eval.get("step") == step else None)
+          if self.stop:
+            raise _EvalStopped()
+          if step == self.total_steps:
+            break
+    except _EvalStopped:
+      progress.close()
+      self._save(step, None)
+      self.ckpt.wait()
+      self.writer.close()
+      raise preemption.Interrupted(self.stop.signum, step, self.workdir) from None
     progress.close()
-    if not last_eval:  # e.g. killed after the last checkpoint, before its final record
+    if last_eval.get("step") != step:  # e.g. killed after the last checkpoint, before the end
       last_eval = self._eval_and_adapt(step)
+    self._check_finite()
     self.ckpt.wait()
     final = {k: v for k, v in last_eval.items() if k != "step"}
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
-                 wall_time_s=time.monotonic() - start_time, **self.run_info())
+                 wall_time_s=time.monotonic() - start_time,
+                 params_sha256=checkpoint.fingerprint(self.state.params), **self.run_info())
+    if cfg.train.skip_nonfinite:
+      final["skipped_steps"] = int(jax.device_get(self.state.nonfinite))
     self.writer.write_final(final, step=step)
     final["step"] = step
     self.writer.close()
@@ -281,15 +373,43 @@ class Run:
             "mesh_model": self.mesh.shape["model"], "devices": self.mesh.size,
             "processes": jax.process_count(), "platform": self.mesh.devices.flat[0].platform}
 
-  def _log(self, step: int, fetched: list, images: int, seconds: float) -> dict:
-    """Averages the fetched step metrics; `images` trained in `seconds` give the throughput."""
-    images_per_sec = images / max(seconds, 1e-9)
-    logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    if not math.isfinite(logged["loss"]):
-      raise UserError(f"the loss diverged (became {logged['loss']}) by step {step}; lower "
-                      f"optim.lr (now {self.cfg.optim.lr}) or add warmup; the last good "
-                      "checkpoint is kept")
-    logged.update(epoch=step / self.steps_per_epoch, images_per_sec=images_per_sec,
+  def _eval_due(self, step: int) -> bool:
+    return step % self.eval_every == 0 or step == self.total_steps
+
+  def _eval_logged(self, step: int) -> bool:
+    """Whether metrics.jsonl holds the evaluation at `step` (the same answer on every process)."""
+    logged = False
+    if self.is_main:
+      path = os.path.join(self.workdir, "metrics.jsonl")
+      logged = os.path.exists(path) and any(
+          r.get("step") == step and "eval_top1" in r and not r.get("final")
+          for r in metrics.read_jsonl(path))
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(logged)))
+
+  def _check_finite(self) -> None:
+    """Stops the run if a step had a non-finite loss or gradient (unless skipping them)."""
+    if self.cfg.train.skip_nonfinite:
+      return
+    bad, first = jax.device_get((self.state.nonfinite, self.state.first_nonfinite))
+    if bad:
+      self.ckpt.wait()
+      kept = self.ckpt.latest_step()
+      raise UserError(
+          f"the loss or gradient became non-finite at step {int(first)}; "
+          + (f"the checkpoint at step {kept} is kept; " if kept else "")
+          + f"lower optim.lr (now {self.cfg.optim.lr}), add optim.warmup_epochs or "
+          "optim.clip_norm, or set train.skip_nonfinite=True to skip such batches")
+
+  def _log(self, step: int, images: int, seconds: float) -> dict:
+    """The window's averages; `images` trained in `seconds` give the throughput."""
+    window, skipped = jax.device_get((self.state.window, self.state.nonfinite))
+    self._check_finite()
+    count = float(window["count"])
+    logged = {k: float(window[k]) / count for k in WINDOW if k != "count"} if count else {}
+    if self.cfg.train.skip_nonfinite:
+      logged["skipped_steps"] = int(skipped)
+    logged.update(epoch=step / self.steps_per_epoch,
+                  images_per_sec=images / max(seconds, 1e-9),
                   lr=optim.current_lr(self.cfg.optim, self.state.opt_state, step - 1,
                                       self.steps_per_epoch, self.total_steps))
     self.writer.write(step, logged)
@@ -323,29 +443,21 @@ class Run:
                 f"top-5 {100 * final['eval_top5']:.2f}%", f"loss {final['eval_loss']:.4f}"]
     return ", ".join(parts)
 
-  def _print(self, text: str) -> None:
+  def _print(self, text: str, error: bool = False) -> None:
     if self.is_main:
-      print(text, flush=True)
+      print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _prepare_workdir(workdir: str, cfg, record_config: bool) -> None:
-  """Creates the work directory, checks it is writable, and records the resolved config."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"work directory {workdir} is not writable ({e.strerror}); "
-                    "choose another --workdir") from e
-  if record_config:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+class _EvalStopped(Exception):
+  """A stop signal arrived: leave the loop (or the evaluation) at the current step."""
 
 
-def train(cfg, workdir: str) -> dict:
-  return Run(cfg, workdir).train()
+def _one_line(e: BaseException) -> str:
+  return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def train(cfg, workdir: str, allow_config_change: bool = False) -> dict:
+  return Run(cfg, workdir, allow_config_change=allow_config_change).train()
 
 
 def evaluate(cfg, workdir: str, which: str = "latest") -> dict:

@@ -88,13 +88,15 @@ def losses_on(run, batches):
   from jax.experimental import multihost_utils
 
   from cnn_jax import parallel
+  assert run.cfg.train.log_every_steps == 1
   share, shares = parallel.input_share(run.mesh)
   losses = []
   with jax.set_mesh(run.mesh):
     for batch in batches:
       rows = len(batch["label"]) // shares
       local = {k: v[share * rows:(share + 1) * rows] for k, v in batch.items()}
-      run.state, m = run.train_step(run.state, parallel.global_batch(local, run.batch_sharding))
-      losses.append(float(m["loss"]))
+      run.state = run.train_step(run.state, parallel.global_batch(local, run.batch_sharding))
+      window = jax.device_get(run.state.window)  # log_every_steps=1: this step's metrics
+      losses.append(float(window["loss"] / window["count"]))
     params = jax.tree.leaves(multihost_utils.process_allgather(run.state.params, tiled=True))
   return losses, [np.asarray(p) for p in params]

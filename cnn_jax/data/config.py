@@ -17,6 +17,7 @@ from cnn_jax.errors import ConfigError
 MEANS = ("none", "channel", "pixel")
 STDS = ("none", "channel")
 CHANNELS = (1, 3)  # grey or RGB models
+BAD_IMAGES = ("error", "skip")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -27,6 +28,8 @@ def defaults() -> ml_collections.ConfigDict:
       "manual_dir": "",             # a folder of the dataset's original files, prepared offline
       "folder": "",                 # name='folder': root with one sub-folder per class
       "validation_fraction": 0.1,   # name='folder': the held-out share, used as the eval split
+      "bad_images": "error",        # name='folder': unreadable images stop the run ('error')
+                                    # or are left out and counted ('skip'); checked at start
       "train_split": "train",       # TFDS split strings; slicing allowed: 'train[:10%]'
       "eval_split": "test",
       "shuffle_buffer": 0,          # 0 = the whole split
@@ -96,6 +99,7 @@ def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.Conf
   f = cfg.validation_fraction
   if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 <= f < 1.0:
     raise ConfigError(f"data.validation_fraction={f!r} must be in [0, 1), e.g. 0.1")
+  _choice("bad_images", cfg.bad_images, BAD_IMAGES)
   _int("shuffle_buffer", cfg.shuffle_buffer, 0)
   _bool("cache", cfg.cache)
 

@@ -7,6 +7,8 @@ chosen by a permutation seeded by (seed, class index). The splits are named 'tra
 and 'test' (held out; 'validation' is the same), and take TFDS slicing: 'train[:10%]'.
 Training files are put in a seeded random order, so shares and statistics samples mix the
 classes; each process reads an even contiguous part, as tfds.split_for_jax_process.
+Every image is decoded once at the start; unreadable ones stop the run or are left out
+(`data.bad_images`), before the split, so every process agrees on it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import types
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 import tensorflow_datasets as tfds
 
 from cnn_jax.data import preprocess
+from cnn_jax.data.preprocess import plain
 from cnn_jax.data.source import Source
 from cnn_jax.errors import ConfigError, UserError
 
@@ -44,6 +48,33 @@ def list_classes(root: str):
     raise UserError(f"data.folder={root!r} has no images in class sub-folders; put "
                     f"{'/'.join(EXTENSIONS)} files in <root>/<class>/")
   return classes, files
+
+
+def readable(root: str, files, bad_images: str):
+  """`files` (per class) without the images TensorFlow cannot decode: all of them are read
+  once, in parallel. With bad_images='error' an unreadable one stops the run, by name."""
+  paths = [p for found in files for p in found]
+  decode = lambda i, p: (i, tf.shape(tf.io.decode_image(  # noqa: E731
+      tf.io.read_file(p), channels=0, expand_animations=False)))
+  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64),
+                                           tf.constant(paths, tf.string)))
+  ds = ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  ds = ds.ignore_errors()
+  ok = {int(i) for i, _ in ds.as_numpy_iterator()}
+  bad = [p for i, p in enumerate(paths) if i not in ok]
+  if not bad:
+    return files
+  if bad_images == "error":
+    raise UserError(f"data.folder={root!r}: {len(bad)} of {len(paths)} images cannot be read, e.g. "
+                    f"{bad[0]}; remove or fix them, or set data.bad_images=skip to leave them out")
+  logging.warning("data.folder=%r: left out %d of %d images that cannot be read (e.g. %s)",
+                  root, len(bad), len(paths), bad[0])
+  bad = set(bad)
+  kept = [[p for p in found if p not in bad] for found in files]
+  if not any(kept):
+    raise UserError(f"data.folder={root!r}: none of its {len(paths)} images can be read; "
+                    "check the files")
+  return kept
 
 
 def held_out_counts(sizes, fraction: float):
@@ -97,11 +128,12 @@ def _dataset(items, channels: int):
     return preprocess.to_channels(image, channels), label
 
   ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def load(cfg, channels: int, seed: int, process_index: int, process_count: int) -> Source:
   classes, files = list_classes(cfg.folder)
+  files = readable(cfg.folder, files, cfg.bad_images)
   train, held = split(files, cfg.validation_fraction, seed)
   splits = {"train": train, **{name: held for name in HELD_OUT}}
   train = _slice(cfg.train_split, "train_split", splits)

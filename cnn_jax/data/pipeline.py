@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from cnn_jax.data import folder, preprocess, stats, tfds_source
+from cnn_jax.data.preprocess import plain
 from cnn_jax.data.config import validate
 from cnn_jax.errors import ConfigError, UserError
 
@@ -76,7 +77,8 @@ class Dataset:
   def _warmed(self, name, ds):
     """Reads a cached share through once, so no partly read epoch leaves the cache unfilled."""
     if not self._warm[name]:
-      ds.with_options(_options()).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+      ds.with_options(_options()).reduce(tf.constant(0, tf.int64),
+                                         plain(lambda n, _: n + 1))
       self._warm[name] = True
     return ds
 
@@ -97,7 +99,7 @@ class Dataset:
         return {"image": prep(images, u), "label": labels}
 
       ds = ds.batch(lb, drop_remainder=True).enumerate(start=start_step)
-      ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.map(plain(augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
       def augment(position, example):
         image, label = example
@@ -105,7 +107,7 @@ class Dataset:
         return {"image": prep(image[None], u)[0], "label": label}
 
       ds = ds.enumerate(start=start_step * lb)
-      ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.map(plain(augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
       ds = ds.batch(lb, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()).as_numpy_iterator()
 
@@ -120,16 +122,16 @@ class Dataset:
         x = tf.where(mask[:, None, None, None] > 0, prep(images), 0.0)
         return {"image": x, "label": labels, "mask": mask}
 
-      ds = ds.map(lambda image, label: (image, label, tf.constant(1.0)))
+      ds = ds.map(plain(lambda image, label: (image, label, tf.constant(1.0))))
       blank = (tf.zeros(self._source.image_shape, tf.uint8), tf.constant(0), tf.constant(0.0))
       ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
       ds = ds.batch(lb, drop_remainder=True)
-      ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.map(plain(evaluate), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
       def evaluate(image, label):
         return {"image": prep(image[None])[0], "label": label, "mask": tf.constant(1.0)}
 
-      ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      ds = ds.map(plain(evaluate), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
       zero = {"image": tf.zeros(self.image_shape, tf.float32), "label": tf.constant(0),
               "mask": tf.constant(0.0)}
       ds = ds.concatenate(tf.data.Dataset.from_tensors(zero).repeat(pad))
@@ -175,9 +177,10 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
   stats_ = {}
   if p.mean != "none" or p.std != "none" or p.pca_colour:
     precrop = preprocess.Preprocessor(p, image_shape, {}, "none").precrop
-    images = source.stats.take(p.stats_samples).map(lambda image, _: image)
+    images = source.stats.take(p.stats_samples).map(plain(lambda image, _: image))
     images = images.batch(256 if batched else 1)
-    images = images.map(precrop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    images = images.map(plain(precrop), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
     stats_ = stats.compute(images, pixel=mean_mode == "pixel", std_channel=p.std == "channel",
                            pca=bool(p.pca_colour))
   prep = preprocess.Preprocessor(p, image_shape, stats_, mean_mode)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from cnn_jax.data.preprocess import plain
+
 
 def _moments(x):
   x = tf.cast(x, tf.float64)
@@ -42,7 +44,7 @@ def compute(images: tf.data.Dataset, *, pixel: bool, std_channel: bool, pca: boo
   acc = None
   opts = tf.data.Options()
   opts.deterministic = True
-  ds = images.map(per_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = images.map(plain(per_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   for m in ds.prefetch(tf.data.AUTOTUNE).with_options(opts).as_numpy_iterator():
     acc = m if acc is None else {k: acc[k] + m[k] for k in acc}
   if acc is None:

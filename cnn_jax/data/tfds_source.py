@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn_jax.data import VENDORED_FASHION_MNIST, preprocess
+from cnn_jax.data.preprocess import plain
 from cnn_jax.data.source import Source
 from cnn_jax.errors import ConfigError, UserError
 
@@ -59,6 +60,8 @@ def _prepare(builder, cfg):
   if builder.is_prepared():
     return
   manual = cfg.manual_dir or VENDORED.get(cfg.name, "")
+  if cfg.manual_dir:
+    _check_manual_files(builder, cfg)
   config = tfds.download.DownloadConfig(manual_dir=manual or None)
   root = cfg.data_dir or tfds.core.constants.DATA_DIR
   # A download folder per dataset: TFDS names the extraction of a manual file after its file
@@ -72,6 +75,22 @@ def _prepare(builder, cfg):
     raise UserError(f"data.name={cfg.name!r} is not prepared in data.data_dir={root!r} and "
                     f"could not be prepared ({reason}); set data.manual_dir to a folder of "
                     "its original files") from e
+
+
+def _check_manual_files(builder, cfg) -> None:
+  """Names the original files `data.manual_dir` lacks (those TFDS registers a checksum for)."""
+  if not os.path.isdir(cfg.manual_dir):
+    raise UserError(f"data.manual_dir={cfg.manual_dir!r} is not a directory; point it at a "
+                    f"folder of {cfg.name}'s original files")
+  try:
+    expected = sorted({os.path.basename(url) for url in (builder.url_infos or {})})
+  except Exception:  # noqa: BLE001 - no registered files: nothing to check
+    expected = []
+  present = set(os.listdir(cfg.manual_dir))
+  missing = [f for f in expected if f not in present]
+  if missing:
+    raise UserError(f"data.manual_dir={cfg.manual_dir!r} lacks {cfg.name}'s original files "
+                    f"{', '.join(missing)}; put them there or fix the path")
 
 
 def _keys(builder, cfg):
@@ -99,7 +118,8 @@ def _read(builder, split, cfg, key, image_key, label_key, channels):
   def select(ex):
     return preprocess.to_channels(ex[image_key], channels), tf.cast(ex[label_key], tf.int32)
 
-  return ds.map(select)  # cheap: fused into TFDS's own parallel decode (a parallel map is slower)
+  # cheap: fused into TFDS's own parallel decode (a parallel map is slower)
+  return ds.map(plain(select))
 
 
 def _count(builder, ds, split) -> int:
