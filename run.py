@@ -3,6 +3,7 @@
   python run.py train   --config=configs/<family>.py:<variant> --workdir=DIR [--config.a.b=v ...]
   python run.py eval    --config=... --workdir=DIR [--checkpoint=latest|best|STEP]
   python run.py summary --config=configs/vgg.py:D [--json]
+  python run.py study   --study=experiments/<file>.py:small [--processes=N | --slurm]
 
 The mesh and layout come from the config (--config.mesh.layout=fsdp, --config.mesh.model=2,
 ...); a run over several hosts also takes --distributed or --coordinator_address,
@@ -22,7 +23,7 @@ import sys
 from absl import app, flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMMANDS = ("train", "eval", "summary")
+COMMANDS = ("train", "eval", "summary", "study")
 FLAGS = flags.FLAGS
 
 
@@ -35,6 +36,12 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
                       "plots); default workdirs/<model>_<dataset>.")
   flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")
+  flags.DEFINE_string("study", None, "study: experiments/<file>.py[:small|paper].")
+  flags.DEFINE_integer("processes", 1, "study: runs trained at once on this machine.")
+  flags.DEFINE_bool("slurm", False, "study: write a SLURM job-array script instead of running.")
+  flags.DEFINE_string("slurm_options", "", "study: extra #SBATCH options, e.g. "
+                      "'--partition=gpu --gpus-per-task=1 --time=48:00:00'.")
+  flags.DEFINE_bool("collect_only", False, "study: only gather the finished runs' results.")
   flags.DEFINE_bool("allow_config_change", False, "train: continue a work directory whose "
                     "recorded run has a different config.")
   # A run over several processes (hosts): SLURM and Open MPI launches are detected by
@@ -111,6 +118,12 @@ def main(argv) -> None:
   try:
     if len(argv) > 2 or command not in COMMANDS:
       raise UserError(f"unknown command {' '.join(argv[1:])!r}; use one of {list(COMMANDS)}")
+    if command == "study":
+      from cnn_jax import study
+      if not FLAGS.study:
+        raise UserError("study needs --study=experiments/<file>.py[:small|paper]")
+      sys.exit(study.main(FLAGS.study, FLAGS.workdir, FLAGS.processes, FLAGS.slurm,
+                          FLAGS.collect_only, FLAGS.slurm_options))
     cfg = config.validate(FLAGS.config)
     if command != "summary":
       from cnn_jax import parallel

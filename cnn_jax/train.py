@@ -351,7 +351,7 @@ class Run:
     self.ckpt.wait()
     final = {k: v for k, v in last_eval.items() if k != "step"}
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
-                 wall_time_s=time.monotonic() - start_time,
+                 wall_time_s=time.monotonic() - start_time, train_examples=self.ds.num_train,
                  params_sha256=checkpoint.fingerprint(self.state.params), **self.run_info())
     if cfg.train.skip_nonfinite:
       final["skipped_steps"] = int(jax.device_get(self.state.nonfinite))

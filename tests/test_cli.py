@@ -80,5 +80,5 @@ def test_ci_runs_the_readme_test_command():
     ci_command = f.read().strip().splitlines()[-1]
   with open(os.path.join(ROOT, "README.md")) as f:
     readme = f.read()
-  assert ci_command.endswith("pytest -q tests")
+  assert ci_command.endswith("pytest -q -n 2 tests")
   assert f"```\n{ci_command}\n```" in readme
