@@ -257,8 +257,9 @@ def plot_curves(groups: dict, path: str, title: str):
     loss_key = next((k for k in metrics.LOSS_KEYS if _mean_curve(runs, k)[0]), None)
     if loss_key:
       loss_ax.plot(*_mean_curve(runs, loss_key), color=color, lw=1, label=variant)
+  fig.suptitle(title)  # once over both panels: a long title would overlap as two
   for ax, ylabel in ((err_ax, "eval top-1 error (%)"), (loss_ax, "training loss")):
-    ax.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: {ylabel}")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=ylabel)
     ax.grid(True, alpha=0.3)
     if ax.has_data():
       ax.legend(fontsize=8)
