@@ -4,6 +4,7 @@
   python run.py eval    --config=... --workdir=DIR [--checkpoint=latest|best|STEP]
   python run.py summary --config=configs/vgg.py:D [--json]
   python run.py study   --study=experiments/<file>.py:small [--processes=N | --slurm]
+  python run.py bench   --config=configs/alexnet.py:torchvision [--input=jpeg] [--json]
 
 The mesh and layout come from the config (--config.mesh.layout=fsdp, --config.mesh.model=2,
 ...); a run over several hosts also takes --distributed or --coordinator_address,
@@ -23,7 +24,7 @@ import sys
 from absl import app, flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMMANDS = ("train", "eval", "summary", "study")
+COMMANDS = ("train", "eval", "summary", "study", "bench")
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +33,13 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file(
       "config", os.path.join(HERE, "configs", "simple_cnn.py"),
       "Config file, optionally with a variant: configs/vgg.py:D", lock_config=True)
-  flags.DEFINE_bool("json", False, "summary: print one JSON object instead of the table.")
+  flags.DEFINE_bool("json", False, "summary, bench: print one JSON object instead of the table.")
+  flags.DEFINE_float("seconds", 5.0, "bench: seconds to time each measurement.")
+  flags.DEFINE_enum("input", "data", ["data", "jpeg", "none"], "bench: the input pipeline "
+                    "to time: the config's dataset, generated JPEGs through the config's "
+                    "ImageNet-style preprocessing, or none.")
+  flags.DEFINE_list("peer_lowering", [], "bench: also time the train step with these "
+                    "model.lowering values (xla, matmul) and print the ratios.")
   flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
                       "plots); default workdirs/<model>_<dataset>.")
   flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")
@@ -89,6 +96,12 @@ def summary(cfg) -> None:
   print(json.dumps(table.to_json()) if FLAGS.json else inspect.format_table(table))
 
 
+def bench(cfg) -> None:
+  from cnn_jax import bench as benchmark
+  result = benchmark.run(cfg, FLAGS.seconds, FLAGS.input, tuple(FLAGS.peer_lowering))
+  print(json.dumps(result) if FLAGS.json else benchmark.format_result(result), flush=True)
+
+
 def workdir(cfg) -> str:
   if FLAGS.workdir:
     return FLAGS.workdir
@@ -129,7 +142,7 @@ def main(argv) -> None:
       from cnn_jax import parallel
       parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                           FLAGS.distributed)
-    {"train": train, "eval": evaluate, "summary": summary}[command](cfg)
+    {"train": train, "eval": evaluate, "summary": summary, "bench": bench}[command](cfg)
   except UserError as e:
     fail(e, argv)
   except preemption.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved, resumable

@@ -15,6 +15,7 @@ step count; the run then stops naming it, or with `train.skip_nonfinite` goes on
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -151,6 +152,41 @@ def make_eval_step(graphdef, num_classes: int):
   return step
 
 
+@dataclasses.dataclass
+class Steps:
+  """A model's training state on the mesh and its compiled-once step functions."""
+  summary: inspect.Summary
+  tx: Any
+  layout: parallel.Layout
+  state: TrainState
+  state_sharding: Any
+  batch_sharding: Any
+  train_step: Any   # jitted (state, batch) -> state, the state donated
+  eval_step: Any    # jitted (state, batch) -> sums
+
+
+def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: int) -> Steps:
+  """The model of `cfg` initialised and laid out on `mesh`, with its train and eval steps:
+  jax.jit with explicit shardings, so each compiles once for the run (Run and bench use it)."""
+  model = models.build(cfg.model, seed=cfg.seed)
+  summary = inspect.summarize(model)
+  train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
+  eval_graph = nnx.graphdef(models.view(model, train=False))
+  tx = optim.make(cfg.optim, params, steps_per_epoch, total_steps)
+  layout = parallel.Layout.of(cfg.mesh, mesh, params)
+  state = TrainState.create(params, rest, tx.init(params), optim.plateau_init())
+  state_sharding = layout.shardings(state)
+  batch_sharding = parallel.batch_sharding(mesh)
+  train_step = jax.jit(make_train_step(train_graph, tx, cfg, num_classes, layout),
+                       in_shardings=(state_sharding, batch_sharding),
+                       out_shardings=state_sharding, donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(eval_graph, num_classes),
+                      in_shardings=(state_sharding, batch_sharding),
+                      out_shardings=parallel.replicated(mesh))
+  return Steps(summary, tx, layout, parallel.place(state, state_sharding), state_sharding,
+               batch_sharding, train_step, eval_step)
+
+
 def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
   """Global batches from this process's rows, `size` in flight to the devices ahead of use."""
   queue = collections.deque()
@@ -198,24 +234,11 @@ class Run:
                                                              * self.steps_per_epoch)))
     self.save_every = cfg.checkpoint.every_steps or self.eval_every
 
-    model = models.build(cfg.model, seed=cfg.seed)
-    self.summary = inspect.summarize(model)
-    train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
-    eval_graph = nnx.graphdef(models.view(model, train=False))
-    self.tx = optim.make(cfg.optim, params, self.steps_per_epoch, self.total_steps)
-    self.layout = parallel.Layout.of(cfg.mesh, self.mesh, params)
-    state = TrainState.create(params, rest, self.tx.init(params), optim.plateau_init())
-    self.state_sharding = self.layout.shardings(state)
-    self.state = parallel.place(state, self.state_sharding)
-    self.batch_sharding = parallel.batch_sharding(self.mesh)
-    replicated = parallel.replicated(self.mesh)
-    self.train_step = jax.jit(
-        make_train_step(train_graph, self.tx, cfg, self.ds.num_classes, self.layout),
-        in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=self.state_sharding, donate_argnums=0)
-    self.eval_step = jax.jit(make_eval_step(eval_graph, self.ds.num_classes),
-                             in_shardings=(self.state_sharding, self.batch_sharding),
-                             out_shardings=replicated)
+    b = build_steps(cfg, self.mesh, self.ds.num_classes, self.steps_per_epoch,
+                    self.total_steps)
+    self.summary, self.tx, self.layout, self.state = b.summary, b.tx, b.layout, b.state
+    self.state_sharding, self.batch_sharding = b.state_sharding, b.batch_sharding
+    self.train_step, self.eval_step = b.train_step, b.eval_step
     self._set_plateau = jax.jit(
         lambda state, plateau, scale: state.replace(
             plateau=plateau, opt_state=optim.set_lr_scale(state.opt_state, scale)),
@@ -427,7 +450,9 @@ class Run:
         self._print(f"step {step}: {o.plateau_metric} stopped improving; learning rate now "
                     f"{o.lr * scale:.3g}")
       self.state = self._set_plateau(self.state, plateau, np.float32(scale))
-    self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch})
+    # unix time, so time-to-accuracy can be read off against any start (process, job)
+    self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch,
+                             "time": time.time()})
     return {**result, "step": step}
 
   def _final_from_log(self) -> dict | None:

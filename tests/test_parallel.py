@@ -190,6 +190,7 @@ def collectives(run, batch_size=512) -> dict:
 def test_data_parallel_step_reduces_gradients_and_gathers_no_parameters(mock_fashion_mnist,
                                                                          tmp_path):
   cfg = tiny_training("vgg.py", "small_A", layout="replicated")
+  cfg.model.lowering = "xla"  # the GPU/TPU route: each kernel's gradient keeps its own shape
   run = train.Run(cfg, str(tmp_path))
   ops = collectives(run)
   shapes = [tuple(sorted(s)) for s in run.layout.shapes.values()]
@@ -201,6 +202,7 @@ def test_data_parallel_step_reduces_gradients_and_gathers_no_parameters(mock_fas
 
 def test_fsdp_step_gathers_parameters_and_scatters_gradients(mock_fashion_mnist, tmp_path):
   cfg = tiny_training("vgg.py", "small_A", layout="fsdp", fsdp_min_size=1024)
+  cfg.model.lowering = "xla"
   run = train.Run(cfg, str(tmp_path))
   ops = collectives(run)
   sharded = {k: run.layout.shapes[k] for k, s in run.layout.specs.items() if any(s)}

@@ -23,7 +23,7 @@ from conftest import ROOT
 from helpers import load_config, tiny_training
 from test_train import write_images
 
-TIMING = ("images_per_sec", "wall_time_s")
+TIMING = ("images_per_sec", "wall_time_s", "time")
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ def defaults() -> ml_collections.ConfigDict:
       "eval_split": "test",
       "shuffle_buffer": 0,          # 0 = the whole split
       "cache": True,                # keep decoded, un-augmented examples in memory
+      "threads": 0,                 # tf.data's threads; 0 = TensorFlow's choice (a thread
+                                    # per core). Fewer leave cores to XLA's train step.
       "preprocess": {               # applied in this order; each step switchable
           "pad": 0,                 # zero pixels on each side (LeNet-5: 28 -> 32 with 2)
           "resize": 0,              # shorter side to this many pixels; 0 = off (AlexNet: 256)
@@ -102,6 +104,7 @@ def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.Conf
   _choice("bad_images", cfg.bad_images, BAD_IMAGES)
   _int("shuffle_buffer", cfg.shuffle_buffer, 0)
   _bool("cache", cfg.cache)
+  _int("threads", cfg.threads, 0)
 
   p = cfg.preprocess
   _int("preprocess.pad", p.pad, 0)

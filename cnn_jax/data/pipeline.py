@@ -26,9 +26,12 @@ from cnn_jax.data.config import validate
 from cnn_jax.errors import ConfigError, UserError
 
 
-def _options():
+def _options(threads: int = 0):
   opts = tf.data.Options()
   opts.deterministic = True
+  if threads:  # a private pool: tf.data's maps use at most `threads` cores
+    opts.threading.private_threadpool_size = threads
+    opts.threading.max_intra_op_parallelism = 1
   return opts
 
 
@@ -50,7 +53,7 @@ class Dataset:
   batch at a time, others one at a time; the numbers are the same."""
 
   def __init__(self, source, prep, *, global_batch, eval_batch, seed, process_index,
-               process_count, shuffle_buffer, cache, stats_, batched):
+               process_count, shuffle_buffer, cache, stats_, batched, threads=0):
     self.num_train = source.num_train
     self.num_eval = source.num_eval
     self.num_classes = source.num_classes
@@ -73,6 +76,7 @@ class Dataset:
     self._train = source.train.cache() if cache else source.train
     self._eval = source.eval.cache() if cache else source.eval
     self._warm = {"train": not cache, "eval": not cache}
+    self._threads = threads
 
   def _warmed(self, name, ds):
     """Reads a cached share through once, so no partly read epoch leaves the cache unfilled."""
@@ -109,7 +113,8 @@ class Dataset:
       ds = ds.enumerate(start=start_step * lb)
       ds = ds.map(plain(augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
       ds = ds.batch(lb, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()).as_numpy_iterator()
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(self._threads))
+    return ds.as_numpy_iterator()
 
   def eval_batches(self):
     """All of this process's eval share in `eval_steps` batches of eval_batch // process_count,
@@ -136,7 +141,8 @@ class Dataset:
               "mask": tf.constant(0.0)}
       ds = ds.concatenate(tf.data.Dataset.from_tensors(zero).repeat(pad))
       ds = ds.batch(lb, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()).as_numpy_iterator()
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(self._threads))
+    return ds.as_numpy_iterator()
 
 
 def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
@@ -187,4 +193,4 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
   return Dataset(source, prep, global_batch=global_batch, eval_batch=eval_batch, seed=seed,
                  process_index=process_index, process_count=process_count,
                  shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, stats_=stats_,
-                 batched=batched)
+                 batched=batched, threads=cfg.threads)

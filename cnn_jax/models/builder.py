@@ -16,6 +16,7 @@ from flax import nnx
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import knobs
 from cnn_jax.models import layers as L
+from cnn_jax.models.lowering import resolve
 from cnn_jax.models import spec as S
 from cnn_jax.models.sequential import Sequential
 
@@ -72,8 +73,10 @@ def smallest_input(windows) -> tuple[int, int]:
   return need[0], need[1]
 
 
-def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs):
-  """One spec to one NNX layer, given the shape (without batch) of its input."""
+def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs,
+                lowering: str = "xla"):
+  """One spec to one NNX layer, given the shape (without batch) of its input and the
+  `lowering` of its convolutions and max-pooling (lowering.py)."""
   channels = in_shape[-1]
   init = L.initializer
   if isinstance(s, S.ConvSpec):
@@ -81,15 +84,15 @@ def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs
     return L.Conv(channels, s.features, L.pair(kernel), L.pair(s.stride),
                   padding=L.explicit_padding(s.padding),
                   feature_group_count=s.groups, kernel_init=init(s.kernel_init),
-                  bias_init=init(s.bias_init), dtype=dtype, rngs=rngs)
+                  bias_init=init(s.bias_init), dtype=dtype, lowering=lowering, rngs=rngs)
   if isinstance(s, S.PartialConvSpec):
     return L.PartialConv(channels, s.table, s.kernel, padding=s.padding,
                          kernel_init=init(s.kernel_init), bias_init=init(s.bias_init),
-                         dtype=dtype, rngs=rngs)
+                         dtype=dtype, lowering=lowering, rngs=rngs)
   if isinstance(s, S.SubsamplingSpec):
     return L.Subsampling(channels, s.window, s.stride, init=init(s.init), dtype=dtype, rngs=rngs)
   if isinstance(s, S.PoolSpec):
-    return L.Pool(s.window, s.stride, s.kind, s.padding)
+    return L.Pool(s.window, s.stride, s.kind, s.padding, lowering=lowering)
   if isinstance(s, S.LRNSpec):
     return L.LRN(s.size, s.k, s.alpha, s.beta, s.groups)
   if isinstance(s, S.DenseSpec):
@@ -121,9 +124,9 @@ def assemble(family: S.Family, cfg, rngs: nnx.Rngs) -> Sequential:
   specs = layer_specs(family, cfg)
   shape = tuple(int(d) for d in cfg.input_shape)
   dtype = DTYPES[cfg.dtype]
-  built = []
+  built, lowering = [], resolve(cfg.lowering)
   for s in specs:
-    layer = instantiate(s, shape, dtype, rngs)
+    layer = instantiate(s, shape, dtype, rngs, lowering)
     out = output_shape(layer, shape)
     if len(out) == 3 and min(out[:2]) < 1:
       h, w = smallest_input(window(t) for t in specs)

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cnn_jax.models import lowering as lowering_
+
 Shape = tuple[int, ...]
 
 
@@ -93,7 +95,18 @@ def spatial_positions(shape: Shape) -> int:
 
 class Conv(nnx.Conv):
   """2-D convolution; `feature_group_count=2` is AlexNet's two-tower grouping (Sec. 3.2, 3.5):
-  each half of the output maps sees only its own half of the input maps."""
+  each half of the output maps sees only its own half of the input maps. `lowering` chooses
+  how it is computed (lowering.py); the parameters and results are the same."""
+
+  def __init__(self, *args, lowering: str = "xla", **kwargs):
+    super().__init__(*args, **kwargs)
+    self.lowering = lowering
+
+  def __call__(self, x):
+    dtype = self.dtype or x.dtype
+    y = lowering_.conv2d(x.astype(dtype), self.kernel[...].astype(dtype), pair(self.strides),
+                         self.geometry.padding, self.feature_group_count, self.lowering)
+    return y if self.bias is None else y + self.bias[...].astype(dtype)
 
   @property
   def geometry(self) -> Window:
@@ -127,7 +140,8 @@ class PartialConv(nnx.Module):
 
   def __init__(self, in_features: int, table: Sequence[Sequence[int]], kernel_size: int, *,
                padding="VALID", kernel_init=lecun98_uniform, bias_init=lecun98_uniform,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, param_dtype=jnp.float32, lowering: str = "xla", rngs: nnx.Rngs):
+    self.lowering = lowering
     self.table = tuple(tuple(int(i) for i in inputs) for inputs in table)
     self.in_features = in_features
     self.out_features = len(self.table)
@@ -163,9 +177,8 @@ class PartialConv(nnx.Module):
 
   def __call__(self, x):
     dtype = self.dtype or x.dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), self.dense_kernel().astype(dtype), (1, 1), self.padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = lowering_.conv2d(x.astype(dtype), self.dense_kernel().astype(dtype), (1, 1),
+                         self.padding, lowering=self.lowering)
     return y + self.bias[...].astype(dtype)
 
   @property
@@ -272,18 +285,19 @@ class Pool(nnx.Module):
   """Max or average pooling. AlexNet overlaps its windows (3x3, stride 2; Sec. 3.4); VGG does
   not (2x2, stride 2; Sec. 2.1)."""
 
-  def __init__(self, window: int, stride: int, kind: str = "max", padding="VALID"):
+  def __init__(self, window: int, stride: int, kind: str = "max", padding="VALID",
+               lowering: str = "xla"):
     if kind not in ("max", "avg"):
       raise ValueError(f"unknown pooling {kind!r}")
     self.window, self.stride, self.kind = pair(window), pair(stride), kind
     self.padding = explicit_padding(padding)
+    self.lowering = lowering
 
   def __call__(self, x):
+    if self.kind == "max":
+      return lowering_.max_pool(x, self.window, self.stride, self.padding, self.lowering)
     dims, strides = (1, *self.window, 1), (1, *self.stride, 1)
     padding = self.padding if isinstance(self.padding, str) else ((0, 0), *self.padding, (0, 0))
-    if self.kind == "max":
-      return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, strides,
-                                   padding)
     total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, dims, strides, padding)
     return total / math.prod(self.window)
 

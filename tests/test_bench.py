@@ -1,0 +1,152 @@
+"""Performance machinery: the two lowerings compute the same numbers, the train step compiles
+once per run, bfloat16 compute keeps float32 parameters, and `run.py bench` reports its
+figures."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+from flax import nnx
+
+from cnn_jax import bench, config, models, train
+from cnn_jax.models import lowering
+from conftest import ROOT
+from helpers import load_config
+
+
+@pytest.mark.parametrize("strides,padding,groups,kernel", [
+    ((1, 1), "SAME", 1, 3), ((4, 4), ((0, 0), (0, 0)), 1, 11), ((1, 1), ((2, 2), (2, 2)), 2, 5),
+    ((2, 2), "VALID", 1, 3), ((1, 2), "SAME", 2, 1)])
+def test_matmul_conv_gradients_equal_xla(strides, padding, groups, kernel):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 15, 13, 4))
+  w = jax.random.normal(keys[1], (kernel, kernel, 4 // groups, 6))
+  weight = jax.random.normal(keys[2], (6,))
+
+  def loss(how):
+    return lambda x, w: jnp.sum(lowering.conv2d(x, w, strides, padding, groups, how) * weight)
+
+  assert jnp.allclose(loss("xla")(x, w), loss("matmul")(x, w), rtol=1e-5)
+  for a, b in zip(jax.grad(loss("xla"), (0, 1))(x, w), jax.grad(loss("matmul"), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize("window,strides,padding", [
+    ((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
+    ((2, 2), (2, 2), "SAME"), ((3, 2), (1, 2), ((1, 1), (0, 1)))])
+def test_matmul_max_pool_equals_reduce_window(window, strides, padding):
+  x = jax.random.normal(jax.random.key(1), (2, 13, 11, 3))  # no ties: gradients are unique
+
+  def loss(how):
+    return lambda x: jnp.sum(lowering.max_pool(x, window, strides, padding, how) ** 2)
+
+  np.testing.assert_array_equal(lowering.max_pool(x, window, strides, padding, "xla"),
+                                lowering.max_pool(x, window, strides, padding, "matmul"))
+  np.testing.assert_array_equal(jax.grad(loss("xla"))(x), jax.grad(loss("matmul"))(x))
+
+
+def test_auto_lowering_is_matmul_on_cpu_and_config_checks_it():
+  assert lowering.resolve("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
+  cfg = config.base("simple_cnn", "base")
+  cfg.model.lowering = "cudnn"
+  with pytest.raises(config.ConfigError, match="model.lowering"):
+    config.validate(cfg)
+
+
+@pytest.mark.parametrize("file,arg", [("simple_cnn.py", None), ("lenet5.py", "paper"),
+                                      ("alexnet.py", "small"), ("vgg.py", "small_A")])
+def test_every_family_has_the_same_gradients_in_both_lowerings(file, arg):
+  cfg = load_config(file, arg)
+  if cfg.model.name in ("alexnet", "vgg"):
+    cfg.model.width = 0.125
+  x = jax.random.normal(jax.random.key(2), (4, *cfg.model.input_shape))
+  labels = jnp.arange(4) % cfg.model.num_classes
+  grads = {}
+  for how in ("xla", "matmul"):
+    cfg.model.lowering = how
+    model = models.view(models.build(cfg.model, seed=0), train=False)
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+      logits = nnx.merge(graph, params, rest)(x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads[how] = jax.jit(jax.grad(loss))(params)
+  flat_xla, flat_mm = jax.tree.leaves(grads["xla"]), jax.tree.leaves(grads["matmul"])
+  assert len(flat_xla) == len(flat_mm) > 0
+  for a, b in zip(flat_xla, flat_mm):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * (float(jnp.abs(a).max()) + 1e-12))
+
+
+def test_train_step_compiles_once_over_a_whole_run(tmp_path):
+  cfg = load_config("simple_cnn.py")
+  cfg.data.manual_dir = ""
+  t = cfg.train
+  t.batch_size, t.eval_batch_size, t.steps = 8, 16, 12
+  t.eval_every_steps, t.log_every_steps = 4, 3
+  with tfds.testing.mock_data(num_examples=48):
+    run = train.Run(config.validate(cfg), str(tmp_path))
+    run.train()  # 12 steps over two epochs (5 per epoch), 3 evaluations, 3 checkpoints
+  assert run.train_step._cache_size() == 1
+  assert run.eval_step._cache_size() == 1
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  cfg = load_config("simple_cnn.py")
+  cfg.model.dtype = "bfloat16"
+  model = models.build(config.validate(cfg).model, seed=0)
+  x = jnp.ones((2, *cfg.model.input_shape))
+  hidden = [layer(x).dtype for name, layer in model.layers() if name == "conv1"]
+  assert hidden == [jnp.bfloat16]  # computed in bfloat16 ...
+  assert model(x).dtype == jnp.float32  # ... logits handed to the loss in float32
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}
+
+
+def test_jpeg_pipeline_decodes_crops_and_batches():
+  cfg = load_config("alexnet.py", "torchvision")
+  cfg.train.batch_size = 4
+  files = bench.generated_jpegs(2)
+  assert all(f[:2] == b"\xff\xd8" for f in files)  # JPEG start-of-image
+  assert bench.jpeg_pipeline(cfg, seconds=0.5, count=8) > 0
+
+
+def test_bench_command_prints_every_figure():
+  out = subprocess.run(
+      [sys.executable, "run.py", "bench", "--config=configs/simple_cnn.py", "--json",
+       "--seconds=0.5", "--input=none", "--peer_lowering=xla",
+       "--config.train.batch_size=16"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  r = json.loads(out.stdout.strip().splitlines()[-1])
+  assert r["model"] == "simple_cnn:base" and r["batch_size"] == 16
+  for key in ("compile_s", "train_images_per_sec", "train_images_per_sec[xla]",
+              "matmul_peak_flops_per_sec", "model_flops_per_sec", "xla_flops_per_step",
+              "step_temp_bytes", "peak_rss_bytes"):
+    assert r[key] > 0, key
+  assert r["model_flops_per_step"] == 6 * r["macs"] * 16
+  assert 0 < r["mfu"] < 1
+
+
+def test_tf_data_thread_limit_changes_nothing_but_speed():
+  from cnn_jax import data
+  cfg = load_config("simple_cnn.py")
+  cfg.data.manual_dir = ""
+  batches = {}
+  with tfds.testing.mock_data(num_examples=48):
+    for threads in (0, 1):
+      cfg.data.threads = threads
+      ds = data.build(cfg.data, (28, 28, 1), global_batch=8, eval_batch=16, seed=3)
+      batches[threads] = list(ds.train_batches(epoch=1))
+  assert len(batches[0]) == len(batches[1]) == 6
+  for a, b in zip(batches[0], batches[1]):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  cfg.data.threads = -1
+  with pytest.raises(config.ConfigError, match="data.threads"):
+    data.validate(cfg.data, (28, 28, 1))
