@@ -348,6 +348,7 @@ class Run:
             jax.block_until_ready(self.state.step)
             compiled, clock = True, time.monotonic()
           if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
+            jax.block_until_ready(self.state.window)  # time the steps done, not dispatched
             logged = self._log(step, images, time.monotonic() - clock)
             progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
                             images_per_sec=logged["images_per_sec"])
