@@ -148,7 +148,7 @@ def jpeg_pipeline(cfg, seconds: float = 5.0, count: int = 256) -> float:
   own training preprocessing (scale jitter or resize, random crop, flip, mean), batched, as
   the TFDS imagenet2012 source feeds it."""
   import tensorflow as tf
-  from cnn_jax.data import pipeline, preprocess, stats
+  from cnn_jax.data import pipeline, preprocess
   from cnn_jax.data.preprocess import plain
   p, shape = cfg.data.preprocess, tuple(cfg.model.input_shape)
   channels = shape[-1]
@@ -156,10 +156,7 @@ def jpeg_pipeline(cfg, seconds: float = 5.0, count: int = 256) -> float:
   decoded = tf.data.Dataset.from_tensor_slices(files).map(
       plain(lambda f: tf.io.decode_jpeg(f, channels=channels)))
   mean_mode = "channel" if p.mean != "none" else "none"  # sizes vary, as in ImageNet
-  precrop = preprocess.Preprocessor(p, shape, {}, "none").precrop
-  st = stats.compute(decoded.batch(1).map(plain(precrop)), pixel=False,
-                     std_channel=p.std == "channel", pca=bool(p.pca_colour))
-  prep = preprocess.Preprocessor(p, shape, st, mean_mode)
+  prep = pipeline.preprocessor(p, shape, decoded, mean_mode, batched=False)
   key = tf.constant(preprocess.stream_key(cfg.seed, 0))
 
   def example(position, encoded):

@@ -53,7 +53,7 @@ class Dataset:
   batch at a time, others one at a time; the numbers are the same."""
 
   def __init__(self, source, prep, *, global_batch, eval_batch, seed, process_index,
-               process_count, shuffle_buffer, cache, stats_, batched, threads=0):
+               process_count, shuffle_buffer, cache, batched, threads=0):
     self.num_train = source.num_train
     self.num_eval = source.num_eval
     self.num_classes = source.num_classes
@@ -63,7 +63,7 @@ class Dataset:
     # every process yields the same number of eval batches: the largest share's, padded
     largest = max(source.local_eval, math.ceil(source.num_eval / process_count))
     self.eval_steps = math.ceil(largest / self.eval_local_batch)
-    self.stats = stats_
+    self.stats = prep.stats
     self.mean_mode = prep.mean_mode
     self.image_shape = (prep.h, prep.w, prep.c)
     self.batched = batched
@@ -145,6 +145,21 @@ class Dataset:
     return ds.as_numpy_iterator()
 
 
+def preprocessor(p, image_shape, images, mean_mode: str, batched: bool):
+  """The Preprocessor of the `data.preprocess` group `p`, with the statistics it needs
+  computed from `images` (uint8, decoded, un-augmented; batched in 256s when `batched`, i.e.
+  of one size before the crop)."""
+  stats_ = {}
+  if p.mean != "none" or p.std != "none" or p.pca_colour:
+    precrop = preprocess.Preprocessor(p, image_shape, {}, "none").precrop
+    images = images.batch(256 if batched else 1)
+    images = images.map(plain(precrop), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+    stats_ = stats.compute(images, pixel=mean_mode == "pixel", std_channel=p.std == "channel",
+                           pca=bool(p.pca_colour))
+  return preprocess.Preprocessor(p, image_shape, stats_, mean_mode)
+
+
 def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
           process_index: int = 0, process_count: int = 1) -> Dataset:
   """The pipeline of `cfg` (the `data` group) for a model taking `image_shape` (H, W, C)."""
@@ -180,17 +195,9 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
     mean_mode = "channel"
 
   batched = shape is not None  # one image size before the crop
-  stats_ = {}
-  if p.mean != "none" or p.std != "none" or p.pca_colour:
-    precrop = preprocess.Preprocessor(p, image_shape, {}, "none").precrop
-    images = source.stats.take(p.stats_samples).map(plain(lambda image, _: image))
-    images = images.batch(256 if batched else 1)
-    images = images.map(plain(precrop), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-    stats_ = stats.compute(images, pixel=mean_mode == "pixel", std_channel=p.std == "channel",
-                           pca=bool(p.pca_colour))
-  prep = preprocess.Preprocessor(p, image_shape, stats_, mean_mode)
+  images = source.stats.take(p.stats_samples).map(plain(lambda image, _: image))
+  prep = preprocessor(p, image_shape, images, mean_mode, batched)
   return Dataset(source, prep, global_batch=global_batch, eval_batch=eval_batch, seed=seed,
                  process_index=process_index, process_count=process_count,
-                 shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, stats_=stats_,
-                 batched=batched, threads=cfg.threads)
+                 shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, batched=batched,
+                 threads=cfg.threads)

@@ -50,14 +50,19 @@ def _conv(x, kernel, strides, padding, groups):
                                       feature_group_count=groups)
 
 
+def _view(xp, i, j, strides, out_hw):
+  """The (Ho, Wo) positions of a window's element (i, j): a strided view of the padded input."""
+  (sh, sw), (ho, wo) = strides, out_hw
+  n, c = xp.shape[0], xp.shape[-1]
+  return jax.lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                       (1, sh, sw, 1))
+
+
 def patches(x, kernel_shape, strides, padding, out_hw):
   """im2col: (N, Ho, Wo, kh*kw*C) with the (i, j, c) order of an HWIO kernel's rows."""
   kh, kw = kernel_shape
-  (sh, sw), (ho, wo) = strides, out_hw
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  n, c = x.shape[0], x.shape[-1]
-  views = [jax.lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
-                         (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  views = [_view(xp, i, j, strides, out_hw) for i in range(kh) for j in range(kw)]
   return jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
 
 
@@ -131,10 +136,5 @@ def max_pool(x, window, strides, padding="VALID", lowering="xla"):
   if (kh, kw) == (sh, sw):  # non-overlapping: a reshape, then one reduction
     xp = xp[:, :ho * sh, :wo * sw]
     return xp.reshape(n, ho, kh, wo, kw, c).max(axis=(2, 4))
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      view = jax.lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
-                           (1, sh, sw, 1))
-      out = view if out is None else jnp.maximum(out, view)
-  return out
+  views = [_view(xp, i, j, strides, (ho, wo)) for i in range(kh) for j in range(kw)]
+  return functools.reduce(jnp.maximum, views)
