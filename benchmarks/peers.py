@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("cnn_jax", "torch", "keras")
 # Distinct synthetic batches taken in turn (as cnn_jax's bench does): one batch repeated is
-# memorised within tens of steps, and its vanishing gradients go denormal, which slows CPU
-# arithmetic several-fold and measures that instead of the network.
+# memorised within tens of steps, and its vanishing gradients (likely denormal) ran LeNet-5
+# 22-41% slower in each framework: that, not the network, would be measured.
 BATCHES = 16
 INSTALL = {"torch": "pip install torch==2.13.0",
            "keras": "pip install tensorflow-cpu==2.21.0 (Keras 3 comes with it)"}
