@@ -39,7 +39,7 @@ def define_flags() -> None:
                     "to time: the config's dataset, generated JPEGs through the config's "
                     "ImageNet-style preprocessing, or none.")
   flags.DEFINE_list("peer_lowering", [], "bench: also time the train step with these "
-                    "model.lowering values (xla, matmul) and print the ratios.")
+                    "model.lowering values (xla, cpu) and print the ratios.")
   flags.DEFINE_string("workdir", None, "train, eval: the run's directory (checkpoints, metrics, "
                       "plots); default workdirs/<model>_<dataset>.")
   flags.DEFINE_string("checkpoint", "latest", "eval: latest, best, or a step number.")

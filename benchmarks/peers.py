@@ -8,7 +8,12 @@ its own process, the frameworks alternating (cnn_jax, torch, keras, cnn_jax, ...
 
   .venv/bin/python benchmarks/peers.py [--cases=simple_cnn,lenet5] [--repeats=2] \\
       [--seconds=10] [--json_out=PATH] [--params_only]
+  .venv/bin/python benchmarks/peers.py --main_job [--main_job_rounds=1]
   .venv/bin/python benchmarks/peers.py --main_job_keras [--max_epochs=N]
+
+--main_job times the main job to 91% Fashion-MNIST test accuracy both ways, one process after
+the other: `python run.py` (its eval record's unix time minus the launch) and Keras model.fit
+with the same model, batch, optimiser and schedule (--main_job_keras, from its process start).
 
 cnn_jax is timed by `run.py bench --json` (its `train_images_per_sec`); the parameter counts
 of the torch and Keras models are asserted equal to `run.py summary --json`'s.
@@ -600,6 +605,55 @@ def main_job_keras(args) -> None:
           f"{min(epochs, args.max_epochs)} epochs ({time.monotonic() - START:.1f} s)")
 
 
+def cnn_jax_main_job(target: float = 0.91, timeout: float = 1800.0) -> dict:
+  """`python run.py` (the main job) in a fresh work directory; seconds from launch to the first
+  evaluation at `target` test accuracy, read from its metrics.jsonl. Stopped once reached."""
+  import tempfile
+  workdir = tempfile.mkdtemp(prefix="cnn_jax_main_job_")
+  launch = time.time()
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"), f"--workdir={workdir}"],
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  path, reached = os.path.join(workdir, "metrics.jsonl"), None
+  try:
+    while reached is None and proc.poll() is None and time.time() - launch < timeout:
+      time.sleep(0.5)
+      records = []
+      if os.path.exists(path):
+        with open(path) as f:
+          records = [json.loads(line) for line in f if line.strip().endswith("}")]
+      hits = [r for r in records if r.get("eval_top1", 0.0) >= target and "time" in r]
+      if hits:
+        reached = {"epoch": hits[0]["epoch"], "accuracy": hits[0]["eval_top1"],
+                   "wall_s": hits[0]["time"] - launch}
+  finally:
+    if proc.poll() is None:
+      proc.terminate()
+      proc.wait()
+  if reached is None:
+    raise RuntimeError(f"run.py did not reach {target} test accuracy (exit {proc.returncode}): "
+                       f"{(proc.stderr.read() or '')[-500:]}")
+  return reached
+
+
+def keras_main_job() -> dict:
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--main_job_keras"],
+                       cwd=REPO, capture_output=True, text=True, check=True).stdout
+  m = re.search(r"reached ([\d.]+) >= [\d.]+ test accuracy at epoch (\d+), ([\d.]+) s", out)
+  if not m:
+    raise RuntimeError(f"Keras did not reach the target: {out[-500:]}")
+  return {"epoch": int(m.group(2)), "accuracy": float(m.group(1)), "wall_s": float(m.group(3))}
+
+
+def main_job(args) -> None:
+  """Both main jobs, alternating for --main_job_rounds rounds, and their ratio."""
+  for r in range(args.main_job_rounds):
+    mine, keras = cnn_jax_main_job(), keras_main_job()
+    print(f"round {r + 1}: cnn_jax {mine['wall_s']:.1f} s to {mine['accuracy']:.4f} (epoch "
+          f"{mine['epoch']:g}); Keras model.fit {keras['wall_s']:.1f} s to "
+          f"{keras['accuracy']:.4f} (epoch {keras['epoch']}); cnn_jax / Keras = "
+          f"{mine['wall_s'] / keras['wall_s']:.2f}", flush=True)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
@@ -619,6 +673,9 @@ def parse_args(argv=None):
   p.add_argument("--main_job_keras", action="store_true",
                  help="train the small CNN on Fashion-MNIST with Keras to 91%% test accuracy")
   p.add_argument("--max_epochs", type=int, default=12, help="--main_job_keras: at most")
+  p.add_argument("--main_job", action="store_true",
+                 help="time the main job to 91%% test accuracy with cnn_jax and with Keras")
+  p.add_argument("--main_job_rounds", type=int, default=1, help="--main_job: rounds")
   p.add_argument("--worker", choices=("torch", "keras"), help=argparse.SUPPRESS)
   p.add_argument("--case", help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -628,6 +685,8 @@ def main(argv=None) -> None:
   args = parse_args(argv)
   if args.main_job_keras:
     return main_job_keras(args)
+  if args.main_job:
+    return main_job(args)
   if args.worker:  # one measurement, printed as one JSON line
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     case = CASES[args.case]

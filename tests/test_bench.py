@@ -23,7 +23,7 @@ from helpers import load_config
 @pytest.mark.parametrize("strides,padding,groups,kernel", [
     ((1, 1), "SAME", 1, 3), ((4, 4), ((0, 0), (0, 0)), 1, 11), ((1, 1), ((2, 2), (2, 2)), 2, 5),
     ((2, 2), "VALID", 1, 3), ((1, 2), "SAME", 2, 1)])
-def test_matmul_conv_gradients_equal_xla(strides, padding, groups, kernel):
+def test_cpu_conv_gradients_equal_xla(strides, padding, groups, kernel):
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (2, 15, 13, 4))
   w = jax.random.normal(keys[1], (kernel, kernel, 4 // groups, 6))
@@ -32,27 +32,27 @@ def test_matmul_conv_gradients_equal_xla(strides, padding, groups, kernel):
   def loss(how):
     return lambda x, w: jnp.sum(lowering.conv2d(x, w, strides, padding, groups, how) * weight)
 
-  assert jnp.allclose(loss("xla")(x, w), loss("matmul")(x, w), rtol=1e-5)
-  for a, b in zip(jax.grad(loss("xla"), (0, 1))(x, w), jax.grad(loss("matmul"), (0, 1))(x, w)):
+  assert jnp.allclose(loss("xla")(x, w), loss("cpu")(x, w), rtol=1e-5)
+  for a, b in zip(jax.grad(loss("xla"), (0, 1))(x, w), jax.grad(loss("cpu"), (0, 1))(x, w)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(a).max()))
 
 
 @pytest.mark.parametrize("window,strides,padding", [
     ((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
     ((2, 2), (2, 2), "SAME"), ((3, 2), (1, 2), ((1, 1), (0, 1)))])
-def test_matmul_max_pool_equals_reduce_window(window, strides, padding):
+def test_cpu_max_pool_equals_reduce_window(window, strides, padding):
   x = jax.random.normal(jax.random.key(1), (2, 13, 11, 3))  # no ties: gradients are unique
 
   def loss(how):
     return lambda x: jnp.sum(lowering.max_pool(x, window, strides, padding, how) ** 2)
 
   np.testing.assert_array_equal(lowering.max_pool(x, window, strides, padding, "xla"),
-                                lowering.max_pool(x, window, strides, padding, "matmul"))
-  np.testing.assert_array_equal(jax.grad(loss("xla"))(x), jax.grad(loss("matmul"))(x))
+                                lowering.max_pool(x, window, strides, padding, "cpu"))
+  np.testing.assert_array_equal(jax.grad(loss("xla"))(x), jax.grad(loss("cpu"))(x))
 
 
-def test_auto_lowering_is_matmul_on_cpu_and_config_checks_it():
-  assert lowering.resolve("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
+def test_auto_lowering_is_cpu_on_cpu_and_config_checks_it():
+  assert lowering.resolve("auto") == ("cpu" if jax.default_backend() == "cpu" else "xla")
   cfg = config.base("simple_cnn", "base")
   cfg.model.lowering = "cudnn"
   with pytest.raises(config.ConfigError, match="model.lowering"):
@@ -68,7 +68,7 @@ def test_every_family_has_the_same_gradients_in_both_lowerings(file, arg):
   x = jax.random.normal(jax.random.key(2), (4, *cfg.model.input_shape))
   labels = jnp.arange(4) % cfg.model.num_classes
   grads = {}
-  for how in ("xla", "matmul"):
+  for how in ("xla", "cpu"):
     cfg.model.lowering = how
     model = models.view(models.build(cfg.model, seed=0), train=False)
     graph, params, rest = nnx.split(model, nnx.Param, ...)
@@ -78,9 +78,9 @@ def test_every_family_has_the_same_gradients_in_both_lowerings(file, arg):
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     grads[how] = jax.jit(jax.grad(loss))(params)
-  flat_xla, flat_mm = jax.tree.leaves(grads["xla"]), jax.tree.leaves(grads["matmul"])
-  assert len(flat_xla) == len(flat_mm) > 0
-  for a, b in zip(flat_xla, flat_mm):
+  flat_xla, flat_cpu = jax.tree.leaves(grads["xla"]), jax.tree.leaves(grads["cpu"])
+  assert len(flat_xla) == len(flat_cpu) > 0
+  for a, b in zip(flat_xla, flat_cpu):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * (float(jnp.abs(a).max()) + 1e-12))
 
 

@@ -190,7 +190,7 @@ def collectives(run, batch_size=512) -> dict:
 def test_data_parallel_step_reduces_gradients_and_gathers_no_parameters(mock_fashion_mnist,
                                                                          tmp_path):
   cfg = tiny_training("vgg.py", "small_A", layout="replicated")
-  cfg.model.lowering = "xla"  # the GPU/TPU route: each kernel's gradient keeps its own shape
+  cfg.model.lowering = "xla"  # the GPU/TPU route, the one these collectives matter on
   run = train.Run(cfg, str(tmp_path))
   ops = collectives(run)
   shapes = [tuple(sorted(s)) for s in run.layout.shapes.values()]

@@ -1,20 +1,23 @@
 """How convolutions and max-pooling are computed: the same numbers, by two routes.
 
-'xla' hands XLA one convolution (and one reduce_window) and lets autodiff derive the backward
-pass. On GPUs and TPUs that is the fast route (cuDNN, the TPU's convolution units).
+'xla' hands XLA one convolution (grouped ones included) and one reduce_window, and lets
+autodiff derive the backward pass. On GPUs and TPUs that is the fast route (cuDNN, the TPU's
+convolution units).
 
-'matmul' is for XLA's CPU backend, where the forward convolution is a fast Eigen kernel but the
-convolutions autodiff derives for the kernel gradient are not (often 5-20x slower than the
-forward pass), and the backward pass of reduce_window max (select-and-scatter) is a scalar loop:
-  - the kernel gradient is one matrix product of the input patches (im2col) with the output
-    gradient, sum_{n,y,x} patch(n,y,x)^T dy(n,y,x), for the layers where that was measured to
-    win (`patches_win`: few input maps, or large maps); the forward pass and the input gradient
-    stay XLA convolutions;
-  - a grouped convolution (AlexNet's two towers) is one plain convolution per group;
+'cpu' is for XLA's CPU backend, where two of those ops are slow (measured with
+`python run.py bench`, 2 cores):
+  - a grouped convolution (AlexNet's two towers) is computed as one plain convolution per
+    group;
   - max-pooling is the elementwise maximum of the kh*kw strided views of the input, which XLA
-    fuses, forward and backward, into one loop.
+    fuses, forward and backward, into one loop; the backward pass of reduce_window max
+    (select-and-scatter) is a scalar loop (small CNN, pool1 forward and backward: 56 ms
+    against 13 ms at batch 128).
+Plain convolutions are XLA's either way. (An im2col matrix-product kernel gradient once won
+here, while XLA gave small convolutions to YNNPACK; with xla_options' default, XLA's own
+kernel gradients are faster on every shape measured: README, "Performance".)
 
-'auto' is 'matmul' on the CPU backend and 'xla' elsewhere. `python run.py bench` measures both.
+'auto' is 'cpu' on the CPU backend and 'xla' elsewhere. `python run.py bench --peer_lowering`
+measures one against the other.
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LOWERINGS = ("auto", "xla", "matmul")
+LOWERINGS = ("auto", "xla", "cpu")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def resolve(lowering: str) -> str:
-  """'auto' -> 'matmul' on CPU, 'xla' on GPU and TPU."""
+  """'auto' -> 'cpu' on the CPU backend, 'xla' on GPU and TPU."""
   if lowering not in LOWERINGS:
     raise ValueError(f"unknown lowering {lowering!r}; use one of {LOWERINGS}")
   if lowering == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
   return lowering
 
 
@@ -58,67 +61,44 @@ def _view(xp, i, j, strides, out_hw):
                        (1, sh, sw, 1))
 
 
-def patches(x, kernel_shape, strides, padding, out_hw):
-  """im2col: (N, Ho, Wo, kh*kw*C) with the (i, j, c) order of an HWIO kernel's rows."""
-  kh, kw = kernel_shape
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  views = [_view(xp, i, j, strides, out_hw) for i in range(kh) for j in range(kw)]
-  return jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
-
-
-def patches_win(kernel_shape, out_hw) -> bool:
-  """Whether the im2col kernel gradient beats XLA's on its CPU backend, by measurement
-  (`python run.py bench` on 2 cores; dw alone, ms, XLA against im2col): few input maps
-  (28x28x1 -> 32: 12.4 against 4.1; AlexNet's 11x11/4 stem: 472 against 252), or few patch
-  columns over a large map (VGG 112x112x64 -> 128: 870 against 302). With many maps over
-  small ones XLA's wins (14x14x32 -> 64: 20 against 49; 27x27x96 -> 256, 5x5: 285 against 408).
-  """
-  kh, kw, cg, _ = kernel_shape
-  return cg <= 4 or (kh * kw * cg <= 576 and out_hw[0] * out_hw[1] >= 3000)
-
-
-def kernel_gradient(x, dy, kernel_shape, strides, padding):
-  """d loss / d kernel (kh, kw, C, O) as one matrix product: patches^T dy."""
-  kh, kw, c, o = kernel_shape
-  n, ho, wo, _ = dy.shape
-  p = patches(x, (kh, kw), strides, padding, (ho, wo)).reshape(n * ho * wo, kh * kw * c)
-  return jnp.dot(p.T, dy.reshape(n * ho * wo, o), preferred_element_type=jnp.float32
-                 ).reshape(kh, kw, c, o).astype(dy.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_matmul(x, kernel, strides, padding):
-  return _conv(x, kernel, strides, padding, 1)
-
-
-def _conv_matmul_fwd(x, kernel, strides, padding):
-  return _conv(x, kernel, strides, padding, 1), (x, kernel)
-
-
-def _conv_matmul_bwd(strides, padding, residuals, dy):
-  x, kernel = residuals
-  _, vjp = jax.vjp(lambda v, k: _conv(v, k, strides, padding, 1), x, kernel)
-  dx, dk = vjp(dy)  # XLA drops dk's computation when it is not used
-  if patches_win(kernel.shape, dy.shape[1:3]):
-    dk = kernel_gradient(x, dy, kernel.shape, strides, padding).astype(kernel.dtype)
-  return dx, dk
-
-
-_conv_matmul.defvjp(_conv_matmul_fwd, _conv_matmul_bwd)
-
-
 def conv2d(x, kernel, strides=(1, 1), padding="VALID", groups: int = 1, lowering="xla"):
   """A 2-D convolution, NHWC input and HWIO kernel, `groups` feature groups."""
   strides = tuple(int(s) for s in strides)
   padding = _padding(padding, kernel.shape[:2], strides, x.shape[1:3])
   if resolve(lowering) == "xla":
     return _conv(x, kernel, strides, padding, groups)
-  if groups > 1:  # XLA's CPU grouped convolution is slow: one plain convolution per group
-    xs = jnp.split(x, groups, axis=-1)
-    ks = jnp.split(kernel, groups, axis=-1)
-    return jnp.concatenate([_conv_matmul(a, k, strides, padding) for a, k in zip(xs, ks)],
-                           axis=-1)
-  return _conv_matmul(x, kernel, strides, padding)
+  if groups == 1:
+    return _conv(x, kernel, strides, padding, 1)
+  xs = jnp.split(x, groups, axis=-1)
+  ks = jnp.split(kernel, groups, axis=-1)
+  return jnp.concatenate([_conv(a, k, strides, padding, 1) for a, k in zip(xs, ks)], axis=-1)
+
+
+@jax.custom_vjp
+def _bias_add_barrier(y, bias):
+  return y + bias
+
+
+def _bias_add_fwd(y, bias):
+  return y + bias, None
+
+
+def _bias_add_bwd(_, dy):
+  # A matrix product with ones, not a reduction, which XLA's CPU backend would fuse with dy's
+  # producers into one single-threaded loop (AlexNet's conv2: ~300 ms of a 2 s step)
+  flat = dy.reshape(-1, dy.shape[-1])
+  ones = jnp.ones((1, flat.shape[0]), dy.dtype)
+  return dy, jnp.dot(ones, flat, preferred_element_type=jnp.float32)[0].astype(dy.dtype)
+
+
+_bias_add_barrier.defvjp(_bias_add_fwd, _bias_add_bwd)
+
+
+def bias_add(y, bias, lowering="xla"):
+  """y + bias over the last axis."""
+  if resolve(lowering) == "xla":
+    return y + bias
+  return _bias_add_barrier(y, bias)
 
 
 def max_pool(x, window, strides, padding="VALID", lowering="xla"):
