@@ -14,7 +14,7 @@ convolution units).
     against 13 ms at batch 128).
 Plain convolutions are XLA's either way. (An im2col matrix-product kernel gradient once won
 here, while XLA gave small convolutions to YNNPACK; with xla_options' default, XLA's own
-kernel gradients are faster on every shape measured: README, "Performance".)
+kernel gradients are faster, or within 6%, on every shape measured: README, "Performance".)
 
 'auto' is 'cpu' on the CPU backend and 'xla' elsewhere. `python run.py bench --peer_lowering`
 measures one against the other.
