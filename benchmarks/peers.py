@@ -605,33 +605,43 @@ def main_job_keras(args) -> None:
           f"{min(epochs, args.max_epochs)} epochs ({time.monotonic() - START:.1f} s)")
 
 
+def _first_at(path: str, target: float, launch: float) -> dict | None:
+  """The first evaluation in metrics.jsonl at `path` with test top-1 >= target, if any."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip().endswith("}")]
+  for r in records:
+    if r.get("eval_top1", 0.0) >= target and "time" in r:
+      return {"epoch": r["epoch"], "accuracy": r["eval_top1"], "wall_s": r["time"] - launch}
+  return None
+
+
 def cnn_jax_main_job(target: float = 0.91, timeout: float = 1800.0) -> dict:
   """`python run.py` (the main job) in a fresh work directory; seconds from launch to the first
   evaluation at `target` test accuracy, read from its metrics.jsonl. Stopped once reached."""
   import tempfile
-  workdir = tempfile.mkdtemp(prefix="cnn_jax_main_job_")
-  launch = time.time()
-  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"), f"--workdir={workdir}"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  path, reached = os.path.join(workdir, "metrics.jsonl"), None
-  try:
-    while reached is None and proc.poll() is None and time.time() - launch < timeout:
-      time.sleep(0.5)
-      records = []
-      if os.path.exists(path):
-        with open(path) as f:
-          records = [json.loads(line) for line in f if line.strip().endswith("}")]
-      hits = [r for r in records if r.get("eval_top1", 0.0) >= target and "time" in r]
-      if hits:
-        reached = {"epoch": hits[0]["epoch"], "accuracy": hits[0]["eval_top1"],
-                   "wall_s": hits[0]["time"] - launch}
-  finally:
-    if proc.poll() is None:
-      proc.terminate()
-      proc.wait()
-  if reached is None:
-    raise RuntimeError(f"run.py did not reach {target} test accuracy (exit {proc.returncode}): "
-                       f"{(proc.stderr.read() or '')[-500:]}")
+  with tempfile.TemporaryDirectory(prefix="cnn_jax_main_job_") as workdir:
+    path, log = os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "stderr.txt")
+    launch = time.time()
+    with open(log, "w") as err:  # a file, not a pipe: a full pipe would stall the run
+      proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"),
+                               f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=err)
+    reached = None
+    try:
+      while reached is None and proc.poll() is None and time.time() - launch < timeout:
+        time.sleep(0.5)
+        reached = _first_at(path, target, launch)
+      reached = reached or _first_at(path, target, launch)  # it may have ended at the target
+    finally:
+      if proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+    if reached is None:
+      with open(log) as f:
+        raise RuntimeError(f"run.py did not reach {target} test accuracy (exit "
+                           f"{proc.returncode}): {f.read()[-500:]}")
   return reached
 
 

@@ -34,8 +34,9 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
       "output": "paper",        # paper | dense | rbf
       "init": "paper",          # paper | he | glorot | lecun | lecun98 | normal:<std>
       "dtype": "float32",       # compute dtype; parameters stay float32
-      "lowering": "auto",       # auto | xla | cpu: how convolutions and max-pooling are
-                                # computed (models/lowering.py); auto = cpu on CPU
+      "lowering": "auto",       # auto | xla | cpu: how convolutions, their bias and
+                                # max-pooling are computed (models/lowering.py); auto = cpu
+                                # on the CPU backend
   })
   cfg.update(overrides)
   return cfg

@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 from cnn_jax import xla_options
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 
 

@@ -1,13 +1,16 @@
-"""How convolutions and max-pooling are computed: the same numbers, by two routes.
+"""How convolutions, their bias and max-pooling are computed: the same numbers, two routes.
 
-'xla' hands XLA one convolution (grouped ones included) and one reduce_window, and lets
-autodiff derive the backward pass. On GPUs and TPUs that is the fast route (cuDNN, the TPU's
-convolution units).
+'xla' hands XLA one convolution (grouped ones included), a plain bias add and one
+reduce_window, and lets autodiff derive the backward pass. On GPUs and TPUs that is the fast
+route (cuDNN, the TPU's convolution units).
 
-'cpu' is for XLA's CPU backend, where two of those ops are slow (measured with
+'cpu' is for XLA's CPU backend, where three of those are slow (measured with
 `python run.py bench`, 2 cores):
   - a grouped convolution (AlexNet's two towers) is computed as one plain convolution per
     group;
+  - a convolution's bias gradient is a matrix product with ones, not a reduction, which XLA
+    fuses with the gradient's producers into one single-threaded loop (AlexNet's conv2 after
+    LRN and pooling: about 300 ms of a 2.1 s step);
   - max-pooling is the elementwise maximum of the kh*kw strided views of the input, which XLA
     fuses, forward and backward, into one loop; the backward pass of reduce_window max
     (select-and-scatter) is a scalar loop (small CNN, pool1 forward and backward: 56 ms
@@ -75,7 +78,7 @@ def conv2d(x, kernel, strides=(1, 1), padding="VALID", groups: int = 1, lowering
 
 
 @jax.custom_vjp
-def _bias_add_barrier(y, bias):
+def _bias_add_product_grad(y, bias):
   return y + bias
 
 
@@ -84,21 +87,19 @@ def _bias_add_fwd(y, bias):
 
 
 def _bias_add_bwd(_, dy):
-  # A matrix product with ones, not a reduction, which XLA's CPU backend would fuse with dy's
-  # producers into one single-threaded loop (AlexNet's conv2: ~300 ms of a 2 s step)
   flat = dy.reshape(-1, dy.shape[-1])
   ones = jnp.ones((1, flat.shape[0]), dy.dtype)
   return dy, jnp.dot(ones, flat, preferred_element_type=jnp.float32)[0].astype(dy.dtype)
 
 
-_bias_add_barrier.defvjp(_bias_add_fwd, _bias_add_bwd)
+_bias_add_product_grad.defvjp(_bias_add_fwd, _bias_add_bwd)
 
 
 def bias_add(y, bias, lowering="xla"):
   """y + bias over the last axis."""
   if resolve(lowering) == "xla":
     return y + bias
-  return _bias_add_barrier(y, bias)
+  return _bias_add_product_grad(y, bias)
 
 
 def max_pool(x, window, strides, padding="VALID", lowering="xla"):
