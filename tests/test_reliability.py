@@ -162,7 +162,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_parameters(tmp_path
   write_noise(tmp_path / "images")
   args = ["train", "--config.data.name=folder", f"--config.data.folder={tmp_path / 'images'}",
           "--config.model.num_classes=2", "--config.data.validation_fraction=0.25",
-          "--config.train.steps=60", "--config.train.batch_size=16",
+          "--config.train.steps=120", "--config.train.batch_size=16",
           "--config.train.eval_batch_size=16", "--config.train.eval_every_steps=20",
           "--config.train.log_every_steps=3", "--config.checkpoint.every_steps=4",
           "--config.checkpoint.keep=1", "--config.checkpoint.best_metric=",
