@@ -51,6 +51,62 @@ def test_cpu_max_pool_equals_reduce_window(window, strides, padding):
   np.testing.assert_array_equal(jax.grad(loss("xla"))(x), jax.grad(loss("cpu"))(x))
 
 
+@pytest.mark.parametrize("strides,padding,channels", [
+    ((1, 1), "SAME", 1), ((2, 2), "SAME", 3), ((1, 2), ((0, 1), (2, 0)), 2)])
+def test_cpu_shallow_conv_as_one_product_equals_xla(strides, padding, channels):
+  keys = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(keys[0], (3, 12, 11, channels))
+  w = jax.random.normal(keys[1], (3, 3, channels, 32))
+  weight = jax.random.normal(keys[2], (32,))
+  assert lowering._im2col_pays(w.shape)  # the route under test
+
+  def loss(how):
+    return lambda x, w: jnp.sum(lowering.conv2d(x, w, strides, padding, 1, how) * weight)
+
+  y_xla, y_cpu = (lowering.conv2d(x, w, strides, padding, 1, how) for how in ("xla", "cpu"))
+  np.testing.assert_allclose(y_xla, y_cpu, rtol=1e-5, atol=1e-5 * float(jnp.abs(y_xla).max()))
+  for a, b in zip(jax.grad(loss("xla"), (0, 1))(x, w), jax.grad(loss("cpu"), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize("window,shape", [((2, 2), (2, 8, 6, 3)), ((2, 2), (2, 9, 7, 3)),
+                                          ((3, 2), (1, 9, 8, 2))])
+def test_pool_first_equals_relu_then_reduce_window_with_ties(window, shape):
+  y = jax.random.normal(jax.random.key(4), shape)
+  y = y.at[:, :4, :4].set(0.25)  # a flat region: every window there is a four-way tie
+  bias = jnp.array([0.5, -0.5, 0.1])[:shape[-1]]
+  weight = jax.random.normal(jax.random.key(5), (1, 1, 1, shape[-1]))
+
+  def reference(y, bias):  # the layers in their written order, XLA's max-pool
+    return lowering.max_pool(jax.nn.relu(y + bias), window, window, "VALID", "xla")
+
+  def pool_first(y, bias):
+    return lowering.max_pool_bias_relu(y, bias, window)
+
+  np.testing.assert_array_equal(reference(y, bias), pool_first(y, bias))
+  grads = [jax.grad(lambda y, b: jnp.sum(f(y, b) * weight), (0, 1))(y, bias)
+           for f in (reference, pool_first)]
+  # select-and-scatter sends each window's gradient to its first maximum; so does pool-first
+  np.testing.assert_array_equal(grads[0][0], grads[1][0])
+  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
+
+
+def test_pool_first_applies_to_conv_relu_max_pool_only():
+  from cnn_jax.models import layers
+  built = {c: dict(models.build(config.validate(load_config(*c)).model, seed=0).layers())
+           for c in [("simple_cnn.py", None), ("alexnet.py", "paper")]}
+  cnn, alexnet = built[("simple_cnn.py", None)], built[("alexnet.py", "paper")]
+  on_cpu = jax.default_backend() == "cpu"
+  assert layers.pools_first(cnn["conv1"], cnn["conv1_relu"], cnn["pool1"]) == on_cpu
+  assert not layers.pools_first(cnn["conv1"], cnn["pool1"], cnn["conv2"])
+  # AlexNet: LRN sits between ReLU and pooling, and its 3x3 stride-2 windows overlap
+  names = list(alexnet)
+  conv1 = names.index("conv1")
+  assert not layers.pools_first(*(alexnet[n] for n in names[conv1:conv1 + 3]))
+  assert not lowering.pools_first((3, 3), (2, 2), "VALID")
+  assert not lowering.pools_first((2, 2), (2, 2), "SAME")
+
+
 def test_auto_lowering_is_cpu_on_cpu_and_config_checks_it():
   assert lowering.resolve("auto") == ("cpu" if jax.default_backend() == "cpu" else "xla")
   cfg = config.base("simple_cnn", "base")

@@ -102,11 +102,11 @@ class Conv(nnx.Conv):
     super().__init__(*args, **kwargs)
     self.lowering = lowering
 
-  def __call__(self, x):
+  def __call__(self, x, add_bias: bool = True):
     dtype = self.dtype or x.dtype
     y = lowering_.conv2d(x.astype(dtype), self.kernel[...].astype(dtype), pair(self.strides),
                          self.geometry.padding, self.feature_group_count, self.lowering)
-    if self.bias is None:
+    if self.bias is None or not add_bias:
       return y
     return lowering_.bias_add(y, self.bias[...].astype(dtype), self.lowering)
 
@@ -357,6 +357,23 @@ class Dropout(nnx.Dropout):
 class BatchNorm(nnx.BatchNorm):
   """Batch normalisation over N, H, W per channel (Ioffe & Szegedy 2015); an ablation knob."""
   geometry = None
+
+
+def pools_first(conv, activation, pool) -> bool:
+  """Whether the layers conv -> ReLU -> max-pool run pool-first on their lowering
+  (lowering.max_pool_bias_relu: the same values, less elementwise work; the CPU route, with
+  non-overlapping windows)."""
+  return (isinstance(conv, Conv) and isinstance(activation, Activation)
+          and activation.name == "relu" and isinstance(pool, Pool) and pool.kind == "max"
+          and lowering_.resolve(conv.lowering) == "cpu"
+          and lowering_.pools_first(pool.window, pool.stride, pool.padding))
+
+
+def conv_relu_max_pool(conv, pool, x):
+  """pool(relu(conv(x))) for layers where `pools_first` holds, computed pool-first."""
+  y = conv(x, add_bias=False)
+  bias = None if conv.bias is None else conv.bias[...].astype(y.dtype)
+  return lowering_.max_pool_bias_relu(y, bias, pool.window)
 
 
 class Flatten(nnx.Module):

@@ -7,6 +7,8 @@ from typing import Iterator
 import jax.numpy as jnp
 from flax import nnx
 
+from cnn_jax.models import layers as L
+
 
 class Sequential(nnx.Module):
   """Layers applied in order, each stored as an attribute under its own name.
@@ -30,8 +32,15 @@ class Sequential(nnx.Module):
 
   def __call__(self, x):
     """x: images (N, H, W, C). Returns float32 logits (N, classes)."""
-    for name in self.layer_names:
-      x = getattr(self, name)(x)
+    layers = [layer for _, layer in self.layers()]
+    i = 0
+    while i < len(layers):
+      if i + 2 < len(layers) and L.pools_first(*layers[i:i + 3]):  # conv -> ReLU -> max-pool, the same values
+        x = L.conv_relu_max_pool(layers[i], layers[i + 2], x)
+        i += 3
+      else:
+        x = layers[i](x)
+        i += 1
     return x.astype(jnp.float32)
 
 
