@@ -4,8 +4,8 @@
 reduce_window, and lets autodiff derive the backward pass. On GPUs and TPUs that is the fast
 route (cuDNN, the TPU's convolution units).
 
-'cpu' is for XLA's CPU backend, where three of those are slow (measured with
-`python run.py bench`, 2 cores):
+'cpu' is for XLA's CPU backend, where these are slow (measured with `python run.py bench`
+or in-process A/B timing of the train step, 2 cores):
   - a grouped convolution (AlexNet's two towers) is computed as one plain convolution per
     group;
   - a convolution's bias gradient is a matrix product with ones, not a reduction, which XLA
@@ -14,15 +14,16 @@ route (cuDNN, the TPU's convolution units).
   - max-pooling is the elementwise maximum of the kh*kw strided views of the input, which XLA
     fuses, forward and backward, into one loop; the backward pass of reduce_window max
     (select-and-scatter) is a scalar loop (small CNN, pool1 forward and backward: 56 ms
-    against 13 ms at batch 128).
-  - a convolution followed by ReLU and non-overlapping max-pooling is computed pool-first:
-    relu(max_pool(conv(x)) + bias), the same values (a per-channel bias and a monotone ReLU
-    commute with the maximum), with the bias, the ReLU and their gradients on the pooled map
-    (a quarter of the size for 2x2 windows) and the pooling gradient sent to each window's
-    first maximum, as XLA's select-and-scatter does (small CNN: about 15% off the step).
-Plain convolutions are XLA's either way. (An im2col matrix-product kernel gradient once won
-here, while XLA gave small convolutions to YNNPACK; with xla_options' default, XLA's own
-kernel gradients are faster, or within 6%, on every shape measured: README, "Performance".)
+    against 13 ms at batch 128);
+  - conv -> ReLU -> non-overlapping max-pool is computed pool-first, relu(max_pool(conv(x)) +
+    bias): the same values (a per-channel bias and ReLU are monotone, so they commute with the
+    maximum), with the bias, the ReLU and their gradients on the pooled map (a quarter of the
+    size for 2x2 windows), and the pooling gradient sent to each window's first maximum, as
+    select-and-scatter sends it, from int8 positions kept by the forward pass (small CNN
+    step: 36.3 -> 33.2 ms, benchmarks/lowering_ab.py).
+Plain convolutions are XLA's either way: its kernel gradients beat an im2col matrix product on
+every shape measured (README, "Performance"); that product contracts over N*H*W, a shape the
+CPU's matrix kernels handle slowly.
 
 'auto' is 'cpu' on the CPU backend and 'xla' elsewhere. `python run.py bench --peer_lowering`
 measures one against the other.
@@ -75,35 +76,11 @@ def conv2d(x, kernel, strides=(1, 1), padding="VALID", groups: int = 1, lowering
   padding = _padding(padding, kernel.shape[:2], strides, x.shape[1:3])
   if resolve(lowering) == "xla":
     return _conv(x, kernel, strides, padding, groups)
-  if groups == 1 and _im2col_pays(kernel.shape):
-    return _im2col_conv(x, kernel, strides, padding)
   if groups == 1:
     return _conv(x, kernel, strides, padding, 1)
   xs = jnp.split(x, groups, axis=-1)
   ks = jnp.split(kernel, groups, axis=-1)
   return jnp.concatenate([_conv(a, k, strides, padding, 1) for a, k in zip(xs, ks)], axis=-1)
-
-
-def _im2col_pays(kernel_shape) -> bool:
-  """A shallow convolution (patches of at most 27 values, e.g. a 3x3 over 1 to 3 channels)
-  into at least 32 maps: one matrix product beats XLA's convolution there (small CNN conv1,
-  forward and kernel gradient); LeNet's C1 (5x5 into 6 maps) and VGG's stem are not faster."""
-  kh, kw, c, o = kernel_shape
-  return kh * kw * c <= 27 and o >= 32
-
-
-def _im2col_conv(x, kernel, strides, padding):
-  """The convolution as one matrix product of the (N*Ho*Wo, kh*kw*C) patches with the
-  (kh*kw*C, O) kernel."""
-  kh, kw, c, o = kernel.shape
-  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  (sh, sw), (h, w) = strides, xp.shape[1:3]
-  out_hw = ((h - kh) // sh + 1, (w - kw) // sw + 1)
-  patches = jnp.concatenate([_view(xp, i, j, strides, out_hw) for i in range(kh)
-                             for j in range(kw)], axis=-1)
-  y = jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o),
-              preferred_element_type=jnp.float32).astype(x.dtype)
-  return y.reshape(x.shape[0], *out_hw, o)
 
 
 @jax.custom_vjp

@@ -1,0 +1,96 @@
+"""The train step with one of the CPU lowering's rewrites on and off, timed in one process.
+
+This machine's speed drifts by 10% and more between runs minutes apart, which hides a 5%
+change when two runs are compared. Here both steps are compiled in the same process and timed
+in alternating rounds, and the median of each is printed with their ratio.
+
+  .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
+      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N]
+
+Rewrites (cnn_jax/models/lowering.py):
+  pool_first    conv -> ReLU -> non-overlapping max-pool computed pool-first
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+
+from cnn_jax import bench, config, parallel, train  # noqa: E402
+from cnn_jax.models import layers  # noqa: E402
+
+# each rewrite's predicate, and what it is patched to for 'off'
+REWRITES = {"pool_first": (layers, "pools_first")}
+
+
+def load(path: str, batch_size: int | None):
+  from absl import flags
+  from ml_collections import config_flags
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", path, flag_values=fv)
+  fv(["lowering_ab", f"--config={path}"])
+  cfg = fv.config
+  if batch_size:
+    cfg.train.batch_size = batch_size
+  return config.validate(cfg)
+
+
+def compiled_steps(cfg, rewrite: str) -> dict:
+  """{'on': [step, state, batches], 'off': ...}, both compiled for the same batches."""
+  module, name = REWRITES[rewrite]
+  original = getattr(module, name)
+  mesh = parallel.make_mesh(cfg.mesh)
+  out = {}
+  try:
+    for variant in ("on", "off"):
+      setattr(module, name, original if variant == "on" else (lambda *_: False))
+      with jax.set_mesh(mesh):
+        b = train.build_steps(cfg, mesh, cfg.model.num_classes, 1000, 1_000_000)
+        batches = bench.synthetic_batches(cfg, b.batch_sharding, cfg.train.batch_size)
+        out[variant] = [b.train_step.lower(b.state, batches[0]).compile(), b.state, batches]
+  finally:
+    setattr(module, name, original)
+  return out
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
+  p.add_argument("--rewrite", required=True, choices=sorted(REWRITES))
+  p.add_argument("--rounds", type=int, default=6)
+  p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
+  p.add_argument("--batch_size", type=int, help="default: the config's")
+  args = p.parse_args(argv)
+  cfg = load(args.config, args.batch_size)
+  steps = compiled_steps(cfg, args.rewrite)
+  times = {v: [] for v in steps}
+  for _ in range(args.rounds):
+    for variant, entry in steps.items():
+      step, state, batches = entry
+      state = step(state, batches[0])  # warm
+      jax.block_until_ready(state)
+      start = time.perf_counter()
+      for i in range(args.steps):
+        state = step(state, batches[i % len(batches)])
+      jax.block_until_ready(state)
+      times[variant].append((time.perf_counter() - start) / args.steps * 1e3)
+      entry[1] = state
+  med = {v: statistics.median(t) for v, t in times.items()}
+  for variant, t in times.items():
+    print(f"{args.rewrite} {variant:3s}: median {med[variant]:8.2f} ms per step "
+          f"(rounds: {', '.join(f'{x:.1f}' for x in t)})")
+  print(f"{cfg.model.name}:{cfg.model.variant} batch {cfg.train.batch_size}: on / off = "
+        f"{med['on'] / med['off']:.3f}")
+
+
+if __name__ == "__main__":
+  main()
