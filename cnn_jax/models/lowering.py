@@ -121,18 +121,22 @@ def max_pool(x, window, strides, padding="VALID", lowering="xla"):
                                  (1, *strides, 1), ((0, 0), *padding, (0, 0)))
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
   if (kh, kw) == (sh, sw):  # non-overlapping: a reshape, then one reduction
-    xp = xp[:, :ho * sh, :wo * sw]
-    return xp.reshape(n, ho, kh, wo, kw, c).max(axis=(2, 4))
+    return _tiles(xp, window).max(axis=(2, 4))
   views = [_view(xp, i, j, strides, (ho, wo)) for i in range(kh) for j in range(kw)]
   return functools.reduce(jnp.maximum, views)
+
+
+def _tiles(x, window):
+  """NHWC `x` cropped to whole non-overlapping windows, viewed as (N, Ho, kh, Wo, kw, C)."""
+  (kh, kw), (n, h, w, c) = window, x.shape
+  return x[:, :h // kh * kh, :w // kw * kw].reshape(n, h // kh, kh, w // kw, kw, c)
 
 
 def pools_first(window, strides, padding) -> bool:
   """Whether max-pooling with this geometry can be computed pool-first (max_pool_bias_relu):
   non-overlapping windows (window == stride) and no padding."""
-  pads = padding if not isinstance(padding, str) else (((0, 0),) * 2 if padding == "VALID"
-                                                       else None)
-  return tuple(window) == tuple(strides) and pads is not None and not any(map(any, pads))
+  unpadded = padding == "VALID" if isinstance(padding, str) else not any(map(any, padding))
+  return tuple(window) == tuple(strides) and unpadded
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -143,8 +147,8 @@ def _max_pool_first_max_grad(y, window):
 def _window_argmax(y, window):
   """The maxima of the non-overlapping `window`s of NHWC `y` (cropped to whole windows) and
   the position of each window's first maximum in row-major order (int8)."""
-  (kh, kw), (n, h, w, c) = window, y.shape
-  y6 = y[:, :h // kh * kh, :w // kw * kw].reshape(n, h // kh, kh, w // kw, kw, c)
+  kh, kw = window
+  y6 = _tiles(y, window)
   out = y6.max(axis=(2, 4))  # a reduction: XLA does not recompute it inside its consumers
   views = [y6[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
   first = jnp.full(out.shape, len(views) - 1, jnp.int8)

@@ -35,7 +35,7 @@ class Sequential(nnx.Module):
     layers = [layer for _, layer in self.layers()]
     i = 0
     while i < len(layers):
-      if i + 2 < len(layers) and L.pools_first(*layers[i:i + 3]):  # conv -> ReLU -> max-pool, the same values
+      if i + 2 < len(layers) and L.pools_first(*layers[i:i + 3]):  # the same values
         x = L.conv_relu_max_pool(layers[i], layers[i + 2], x)
         i += 3
       else:
