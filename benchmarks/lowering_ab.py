@@ -9,6 +9,7 @@ in alternating rounds, and the median of each is printed with their ratio.
 
 Rewrites (cnn_jax/models/lowering.py):
   pool_first    conv -> ReLU -> non-overlapping max-pool computed pool-first
+  shallow_conv  within those, a shallow stride-1 convolution computed inside its max-pool
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 
 from cnn_jax import bench, config, parallel, train  # noqa: E402
-from cnn_jax.models import layers  # noqa: E402
+from cnn_jax.models import layers, lowering  # noqa: E402
 
 # each rewrite's predicate, and what it is patched to for 'off'
-REWRITES = {"pool_first": (layers, "pools_first")}
+REWRITES = {"pool_first": (layers, "pools_first"), "shallow_conv": (lowering, "shallow")}
 
 
 def load(path: str, batch_size: int | None):

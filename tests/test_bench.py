@@ -73,6 +73,41 @@ def test_pool_first_equals_relu_then_reduce_window_with_ties(window, shape):
   np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,padding,window", [
+    ((2, 9, 8, 1), (3, 3, 1, 5), "SAME", (2, 2)), ((2, 11, 10, 2), (3, 3, 2, 4), "VALID", (2, 2)),
+    ((1, 12, 13, 1), (4, 4, 1, 3), ((2, 1), (1, 2)), (3, 2))])
+def test_conv_inside_max_pool_equals_conv_then_reduce_window_with_ties(
+    x_shape, kernel_shape, padding, window):
+  # values in eighths: every sum is exact, so ties are exact in both routes
+  x = jax.random.randint(jax.random.key(6), x_shape, -4, 5) / 4.0
+  x = x.at[:, :6, :6].set(0.5)  # a flat region: its windows tie
+  kernel = jax.random.randint(jax.random.key(7), kernel_shape, -4, 5) / 8.0
+
+  def reference(x, kernel):  # XLA's convolution, then XLA's max-pool
+    y = lowering.conv2d(x, kernel, (1, 1), padding, 1, "xla")
+    return lowering.max_pool(y, window, window, "VALID", "xla")
+
+  def inside(x, kernel):
+    return lowering.conv_max_pool(x, kernel, padding, window)
+
+  assert lowering.shallow(kernel_shape, (1, 1), 1)
+  np.testing.assert_array_equal(reference(x, kernel), inside(x, kernel))
+  weight = jax.random.normal(jax.random.key(8), reference(x, kernel).shape)
+  grads = [jax.grad(lambda x, k: jnp.sum(f(x, k) * weight), (0, 1))(x, kernel)
+           for f in (reference, inside)]
+  np.testing.assert_array_equal(grads[0][0], grads[1][0])  # to each window's first maximum
+  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-6)
+
+
+def test_shallow_convolutions_only_go_inside_the_pooling():
+  assert lowering.shallow((3, 3, 1, 32), (1, 1), 1)  # the small CNN's conv1
+  assert lowering.shallow((3, 3, 2, 32), (1, 1), 1)
+  assert not lowering.shallow((3, 3, 3, 64), (1, 1), 1)  # VGG's RGB stem: 27 inputs
+  assert not lowering.shallow((5, 5, 1, 6), (1, 1), 1)  # LeNet's C1: 25 inputs
+  assert not lowering.shallow((3, 3, 1, 32), (2, 2), 1)
+  assert not lowering.shallow((3, 3, 2, 32), (1, 1), 2)
+
+
 def test_pool_first_applies_to_conv_relu_max_pool_only():
   from cnn_jax.models import layers
   built = {c: dict(models.build(config.validate(load_config(*c)).model, seed=0).layers())

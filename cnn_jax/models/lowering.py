@@ -20,10 +20,13 @@ or in-process A/B timing of the train step, 2 cores):
     maximum), with the bias, the ReLU and their gradients on the pooled map (a quarter of the
     size for 2x2 windows), and the pooling gradient sent to each window's first maximum, as
     select-and-scatter sends it, from int8 positions kept by the forward pass (small CNN
-    step: 36.3 -> 33.2 ms, benchmarks/lowering_ab.py).
-Plain convolutions are XLA's either way: its kernel gradients beat an im2col matrix product on
-every shape measured (README, "Performance"); that product contracts over N*H*W, a shape the
-CPU's matrix kernels handle slowly.
+    step: 36.3 -> 33.2 ms, benchmarks/lowering_ab.py);
+  - where that convolution is shallow (stride 1, at most 18 inputs per output: the small
+    CNN's conv1), it is computed inside the pooling, from strided views of the input, and the
+    full-resolution map is never written (small CNN step: 0.78 to 0.89 of the time).
+Other convolutions, and the gradients of all, are XLA's either way: its kernel gradients beat
+an im2col matrix product on every shape measured (README, "Performance"); that product
+contracts over N*H*W, a shape the CPU's matrix kernels handle slowly.
 
 'auto' is 'cpu' on the CPU backend and 'xla' elsewhere. `python run.py bench --peer_lowering`
 measures one against the other.
@@ -150,11 +153,15 @@ def _window_argmax(y, window):
   kh, kw = window
   y6 = _tiles(y, window)
   out = y6.max(axis=(2, 4))  # a reduction: XLA does not recompute it inside its consumers
-  views = [y6[:, :, i, :, j, :] for i in range(kh) for j in range(kw)]
+  return out, _first_max([y6[:, :, i, :, j, :] for i in range(kh) for j in range(kw)], out)
+
+
+def _first_max(views, out):
+  """Elementwise, the index (int8) of the first of `views` that equals their maximum `out`."""
   first = jnp.full(out.shape, len(views) - 1, jnp.int8)
   for k in reversed(range(len(views) - 1)):
     first = jnp.where(views[k] == out, jnp.int8(k), first)
-  return out, first
+  return first
 
 
 def _max_pool_fwd(y, window):
@@ -181,7 +188,95 @@ def max_pool_bias_relu(y, bias, window):
   """relu(max_pool(y + bias)) for non-overlapping windows (pools_first), computed as
   relu(max_pool(y) + bias): the same values, since adding a per-channel bias and ReLU are
   monotone and so commute with the maximum. `bias` may be None."""
-  pooled = _max_pool_first_max_grad(y, tuple(window))
+  return bias_relu(_max_pool_first_max_grad(y, tuple(window)), bias)
+
+
+def bias_relu(pooled, bias):
+  """relu(pooled + bias), the bias gradient a matrix product (as bias_add's); `bias` may be
+  None."""
   if bias is not None:
     pooled = _bias_add_product_grad(pooled, bias)
   return jax.nn.relu(pooled)
+
+
+SHALLOW_FAN_IN = 18  # inputs per output (kh * kw * in_features); see conv_max_pool
+
+
+def shallow(kernel_shape, strides, groups: int) -> bool:
+  """Whether a convolution is computed inside its max-pool (conv_max_pool): stride 1, one
+  group, and at most SHALLOW_FAN_IN inputs per output."""
+  kh, kw, ci, _ = kernel_shape
+  return tuple(strides) == (1, 1) and groups == 1 and kh * kw * ci <= SHALLOW_FAN_IN
+
+
+def conv_max_pool(x, kernel, padding, window):
+  """max_pool(conv(x, kernel)) for a `shallow` convolution and non-overlapping unpadded
+  windows (pools_first), without the full-resolution convolution output.
+
+  The outputs at position (a, b) of every window are sums of kh*kw*in_features strided views
+  of the padded input, each times one kernel entry (float32); one variadic reduction over the
+  window positions gives their maximum and the first position that attains it (int8). XLA's
+  CPU convolution writes and rereads the whole map instead, and with so few inputs per output
+  that traffic is most of its cost. The gradient goes to each window's first maximum, as
+  select-and-scatter sends it; the kernel's and the input's gradients are XLA's.
+
+  Forward and kernel gradient, batch 64, 28x28 inputs (`python benchmarks/conv_max_pool.py`):
+  1.8 to 4.3x faster than the convolution then pool-first at 4 to 18 inputs per output; 2.1
+  to 3.4x slower at 20 to 27, where XLA stops vectorising the reduction: SHALLOW_FAN_IN."""
+  padding = _padding(padding, kernel.shape[:2], (1, 1), x.shape[1:3])
+  return _conv_max_pool(x, kernel, padding, tuple(window))
+
+
+def _pooled_shapes(x_shape, kernel_shape, padding, window):
+  """(the convolution's output shape, the pooled (Ho, Wo))."""
+  (n, h, w, _), (kh, kw, _, co) = x_shape, kernel_shape
+  hc, wc = h + sum(padding[0]) - kh + 1, w + sum(padding[1]) - kw + 1
+  return (n, hc, wc, co), (hc // window[0], wc // window[1])
+
+
+def _tap_views(x, kernel_shape, padding, window):
+  """Per window position (a, b), the strided views (N, Ho, Wo) of the padded input (float32)
+  that the kernel's entries (i, j, c) multiply, in the kernel's row-major order."""
+  kh, kw, ci, _ = kernel_shape
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(jnp.float32)
+  _, out_hw = _pooled_shapes(x.shape, kernel_shape, padding, window)
+  return [[_view(xp, a + i, b + j, window, out_hw)[..., c]
+           for i in range(kh) for j in range(kw) for c in range(ci)]
+          for a in range(window[0]) for b in range(window[1])]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_max_pool(x, kernel, padding, window):
+  return _conv_max_pool_fwd(x, kernel, padding, window)[0]
+
+
+def _conv_max_pool_fwd(x, kernel, padding, window):
+  k = kernel.astype(jnp.float32).reshape(-1, kernel.shape[-1])
+  views = [sum(v[..., None] * k[t] for t, v in enumerate(taps))
+           for taps in _tap_views(x, kernel.shape, padding, window)]
+  out, first = _max_and_first(views)
+  return out.astype(x.dtype), (x, kernel, first)
+
+
+def _max_and_first(views):
+  """The elementwise maximum of `views` and the index (int8) of the first view that attains
+  it, from one variadic reduction: XLA fuses the views into it once and, a reduction not
+  being duplicated into its consumers, computes them only there."""
+  def pick(a, b):  # (value, index) pairs: the larger value; on a tie, the earlier index
+    take_a = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
+    return jnp.where(take_a, a[0], b[0]), jnp.where(take_a, a[1], b[1])
+  stacked = jnp.stack(views)  # fused into the reduction, not written
+  index = jax.lax.broadcasted_iota(jnp.int8, stacked.shape, 0)
+  return jax.lax.reduce((stacked, index), (np.array(-np.inf, stacked.dtype), np.int8(0)),
+                        pick, (0,))
+
+
+def _conv_max_pool_bwd(padding, window, residuals, dout):
+  x, kernel, first = residuals
+  conv_shape, _ = _pooled_shapes(x.shape, kernel.shape, padding, window)
+  (dy,) = _max_pool_bwd(window, (first, conv_shape), dout)
+  _, conv_vjp = jax.vjp(lambda x, k: _conv(x, k, (1, 1), padding, 1), x, kernel)
+  return conv_vjp(dy)  # XLA drops dx where x needs no gradient (a network's input)
+
+
+_conv_max_pool.defvjp(_conv_max_pool_fwd, _conv_max_pool_bwd)
