@@ -1,4 +1,5 @@
-"""The train step with one of the CPU lowering's rewrites on and off, timed in one process.
+"""The train step with one of the CPU lowering's rewrites (or a config switch) on and off,
+timed in one process.
 
 This machine's speed drifts by 10% and more between runs minutes apart, which hides a 5%
 change when two runs are compared. Here both steps are compiled in the same process and timed
@@ -8,13 +9,16 @@ in alternating rounds, and the median of each is printed with their ratio.
       --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N]
 
 Rewrites (cnn_jax/models/lowering.py):
-  pool_first    conv -> ReLU -> non-overlapping max-pool computed pool-first
-  shallow_conv  within those, a shallow stride-1 convolution computed inside its max-pool
+  pool_first      conv -> ReLU -> non-overlapping max-pool computed pool-first
+  shallow_conv    within those, a shallow stride-1 convolution computed inside its max-pool
+Config switches (on: True, off: False):
+  skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -30,6 +34,8 @@ from cnn_jax.models import layers, lowering  # noqa: E402
 
 # each rewrite's predicate, and what it is patched to for 'off'
 REWRITES = {"pool_first": (layers, "pools_first"), "shallow_conv": (lowering, "shallow")}
+# config switches timed the same way: (section, key) set to True for 'on', False for 'off'
+SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 
 
 def load(path: str, batch_size: int | None):
@@ -46,27 +52,38 @@ def load(path: str, batch_size: int | None):
 
 def compiled_steps(cfg, rewrite: str) -> dict:
   """{'on': [step, state, batches], 'off': ...}, both compiled for the same batches."""
-  module, name = REWRITES[rewrite]
-  original = getattr(module, name)
   mesh = parallel.make_mesh(cfg.mesh)
   out = {}
+  for variant in ("on", "off"):
+    with switched(cfg, rewrite, variant == "on"), jax.set_mesh(mesh):
+      b = train.build_steps(cfg, mesh, cfg.model.num_classes, 1000, 1_000_000)
+      batches = bench.synthetic_batches(cfg, b.batch_sharding, cfg.train.batch_size)
+      out[variant] = [b.train_step.lower(b.state, batches[0]).compile(), b.state, batches]
+  return out
+
+
+@contextlib.contextmanager
+def switched(cfg, rewrite: str, on: bool):
+  """The rewrite's predicate patched to never hold (off), or the config switch set to `on`."""
+  if rewrite in SWITCHES:
+    section, key = SWITCHES[rewrite]
+    cfg[section][key] = on
+    yield
+    return
+  module, name = REWRITES[rewrite]
+  original = getattr(module, name)
+  setattr(module, name, original if on else (lambda *_: False))
   try:
-    for variant in ("on", "off"):
-      setattr(module, name, original if variant == "on" else (lambda *_: False))
-      with jax.set_mesh(mesh):
-        b = train.build_steps(cfg, mesh, cfg.model.num_classes, 1000, 1_000_000)
-        batches = bench.synthetic_batches(cfg, b.batch_sharding, cfg.train.batch_size)
-        out[variant] = [b.train_step.lower(b.state, batches[0]).compile(), b.state, batches]
+    yield
   finally:
     setattr(module, name, original)
-  return out
 
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
-  p.add_argument("--rewrite", required=True, choices=sorted(REWRITES))
+  p.add_argument("--rewrite", required=True, choices=sorted({**REWRITES, **SWITCHES}))
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
   p.add_argument("--batch_size", type=int, help="default: the config's")

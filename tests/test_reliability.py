@@ -252,9 +252,22 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(mock_fas
                                       ".*train.skip_nonfinite=True"):
     run.train()
   assert run.ckpt.all_steps() == [4]
+  # nothing computed from the non-finite state was logged or evaluated
+  assert all(np.isfinite(v) for r in records(tmp_path) for v in r.values()
+             if isinstance(v, float))
   restored = train.Run(cfg7(), str(tmp_path))
   assert restored.restore() == 4
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.state.params))
+
+
+def test_non_finite_step_due_an_evaluation_stops_before_evaluating(mock_fashion_mnist,
+                                                                    tmp_path):
+  run = train.Run(cfg7(), str(tmp_path))
+  nan_batch_at(run, 3)  # step 3 is evaluated, not logged
+  with pytest.raises(UserError, match="non-finite at step 3; lower optim.lr"):
+    run.train()
+  assert not any("eval_top1" in r for r in records(tmp_path))
+  assert run.ckpt.all_steps() == []
 
 
 def test_skip_nonfinite_skips_and_counts(mock_fashion_mnist, tmp_path):
