@@ -51,7 +51,7 @@ def main(argv=None) -> None:
   n, s = args.batch_size, args.size
   routes = {
       "conv, then pool": lambda x, k, b: lowering.max_pool_bias_relu(
-          lowering.conv2d(x, k, (1, 1), "SAME", 1, "cpu"), b, (2, 2)),
+          lowering.conv2d(x, k, (1, 1), "SAME", 1, "cpu"), b, (2, 2), (2, 2)),
       "conv in pool": lambda x, k, b: lowering.bias_relu(
           lowering.conv_max_pool(x, k, "SAME", (2, 2)), b),
   }

@@ -11,8 +11,14 @@ in alternating rounds, and the median of each is printed with their ratio.
 Rewrites (cnn_jax/models/lowering.py):
   pool_first      conv -> ReLU -> non-overlapping max-pool computed pool-first
   shallow_conv    within those, a shallow stride-1 convolution computed inside its max-pool
+  overlapping_pool  overlapping max-pool windows: reduce_window and the first-maximum
+                  gradient by stride phase, pool-first after conv -> ReLU (off: the maximum
+                  of the strided views and its autodiff, and no pool-first at all)
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
+XLA options (on: the step compiled with the option, off: without it), for example
+  --rewrite=xla --xla_option=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE
+(compile-time options, XLA's DebugOptions field names, enum values by their proto names).
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ import jax  # noqa: E402
 from cnn_jax import bench, config, parallel, train  # noqa: E402
 from cnn_jax.models import layers, lowering  # noqa: E402
 
-# each rewrite's predicate, and what it is patched to for 'off'
-REWRITES = {"pool_first": (layers, "pools_first"), "shallow_conv": (lowering, "shallow")}
+_NEVER = lambda *_: False  # noqa: E731
+# each rewrite's predicate or bound, and what it is patched to for 'off'
+REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
+            "shallow_conv": (lowering, "shallow", _NEVER),
+            "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0)}
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 
@@ -50,29 +59,35 @@ def load(path: str, batch_size: int | None):
   return config.validate(cfg)
 
 
-def compiled_steps(cfg, rewrite: str) -> dict:
-  """{'on': [step, state, batches], 'off': ...}, both compiled for the same batches."""
+def compiled_steps(cfg, rewrite: str, xla_options: dict | None = None) -> dict:
+  """{'on': [step, state, batches], 'off': ...}, both compiled for the same batches; 'on'
+  with `xla_options` where rewrite is 'xla'."""
   mesh = parallel.make_mesh(cfg.mesh)
   out = {}
   for variant in ("on", "off"):
+    options = xla_options if variant == "on" else None
     with switched(cfg, rewrite, variant == "on"), jax.set_mesh(mesh):
       b = train.build_steps(cfg, mesh, cfg.model.num_classes, 1000, 1_000_000)
       batches = bench.synthetic_batches(cfg, b.batch_sharding, cfg.train.batch_size)
-      out[variant] = [b.train_step.lower(b.state, batches[0]).compile(), b.state, batches]
+      compiled = b.train_step.lower(b.state, batches[0]).compile(compiler_options=options)
+      out[variant] = [compiled, b.state, batches]
   return out
 
 
 @contextlib.contextmanager
 def switched(cfg, rewrite: str, on: bool):
   """The rewrite's predicate patched to never hold (off), or the config switch set to `on`."""
+  if rewrite == "xla":  # the difference is in the compiler options
+    yield
+    return
   if rewrite in SWITCHES:
     section, key = SWITCHES[rewrite]
     cfg[section][key] = on
     yield
     return
-  module, name = REWRITES[rewrite]
+  module, name, off = REWRITES[rewrite]
   original = getattr(module, name)
-  setattr(module, name, original if on else (lambda *_: False))
+  setattr(module, name, original if on else off)
   try:
     yield
   finally:
@@ -83,13 +98,18 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
-  p.add_argument("--rewrite", required=True, choices=sorted({**REWRITES, **SWITCHES}))
+  p.add_argument("--rewrite", required=True, choices=sorted({**REWRITES, **SWITCHES, "xla": 0}))
+  p.add_argument("--xla_option", action="append", default=[],
+                 help="with --rewrite=xla: NAME=VALUE, an XLA compile option for 'on'")
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
   p.add_argument("--batch_size", type=int, help="default: the config's")
   args = p.parse_args(argv)
+  if (args.rewrite == "xla") != bool(args.xla_option):
+    p.error("--xla_option goes with --rewrite=xla, and --rewrite=xla needs one")
+  xla_options = dict(o.split("=", 1) for o in args.xla_option)
   cfg = load(args.config, args.batch_size)
-  steps = compiled_steps(cfg, args.rewrite)
+  steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
   for _ in range(args.rounds):
     for variant, entry in steps.items():

@@ -51,26 +51,34 @@ def test_cpu_max_pool_equals_reduce_window(window, strides, padding):
   np.testing.assert_array_equal(jax.grad(loss("xla"))(x), jax.grad(loss("cpu"))(x))
 
 
-@pytest.mark.parametrize("window,shape", [((2, 2), (2, 8, 6, 3)), ((2, 2), (2, 9, 7, 3)),
-                                          ((3, 2), (1, 9, 8, 2))])
-def test_pool_first_equals_relu_then_reduce_window_with_ties(window, shape):
+@pytest.mark.parametrize("window,strides,shape", [
+    ((2, 2), (2, 2), (2, 8, 6, 3)), ((2, 2), (2, 2), (2, 9, 7, 3)), ((3, 2), (3, 2), (1, 9, 8, 2)),
+    ((3, 3), (2, 2), (2, 11, 10, 3)), ((3, 3), (2, 2), (1, 12, 9, 2)),
+    ((3, 2), (1, 2), (1, 9, 8, 2)), ((2, 3), (2, 1), (1, 8, 9, 3))])
+def test_pool_first_equals_relu_then_reduce_window_with_ties(window, strides, shape):
   y = jax.random.normal(jax.random.key(4), shape)
   y = y.at[:, :4, :4].set(0.25)  # a flat region: every window there is a four-way tie
   bias = jnp.array([0.5, -0.5, 0.1])[:shape[-1]]
   weight = jax.random.normal(jax.random.key(5), (1, 1, 1, shape[-1]))
 
   def reference(y, bias):  # the layers in their written order, XLA's max-pool
-    return lowering.max_pool(jax.nn.relu(y + bias), window, window, "VALID", "xla")
+    return lowering.max_pool(jax.nn.relu(y + bias), window, strides, "VALID", "xla")
+
+  def cpu_pool(y, bias):  # the same order, the CPU route's max-pool
+    return lowering.max_pool(jax.nn.relu(y + bias), window, strides, "VALID", "cpu")
 
   def pool_first(y, bias):
-    return lowering.max_pool_bias_relu(y, bias, window)
+    return lowering.max_pool_bias_relu(y, bias, window, strides)
 
-  np.testing.assert_array_equal(reference(y, bias), pool_first(y, bias))
+  assert lowering.pools_first(window, strides, "VALID")
+  for f in (cpu_pool, pool_first):
+    np.testing.assert_array_equal(reference(y, bias), f(y, bias))
   grads = [jax.grad(lambda y, b: jnp.sum(f(y, b) * weight), (0, 1))(y, bias)
-           for f in (reference, pool_first)]
-  # select-and-scatter sends each window's gradient to its first maximum; so does pool-first
-  np.testing.assert_array_equal(grads[0][0], grads[1][0])
-  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
+           for f in (reference, cpu_pool, pool_first)]
+  # select-and-scatter sends each window's gradient to its first maximum; so do the others
+  for g in grads[1:]:
+    np.testing.assert_array_equal(grads[0][0], g[0])
+    np.testing.assert_allclose(grads[0][1], g[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,window", [
@@ -111,16 +119,21 @@ def test_shallow_convolutions_only_go_inside_the_pooling():
 def test_pool_first_applies_to_conv_relu_max_pool_only():
   from cnn_jax.models import layers
   built = {c: dict(models.build(config.validate(load_config(*c)).model, seed=0).layers())
-           for c in [("simple_cnn.py", None), ("alexnet.py", "paper")]}
+           for c in [("simple_cnn.py", None), ("alexnet.py", "paper"), ("alexnet.py", "torchvision")]}
   cnn, alexnet = built[("simple_cnn.py", None)], built[("alexnet.py", "paper")]
+  torchvision = built[("alexnet.py", "torchvision")]
   on_cpu = jax.default_backend() == "cpu"
   assert layers.pools_first(cnn["conv1"], cnn["conv1_relu"], cnn["pool1"]) == on_cpu
   assert not layers.pools_first(cnn["conv1"], cnn["pool1"], cnn["conv2"])
-  # AlexNet: LRN sits between ReLU and pooling, and its 3x3 stride-2 windows overlap
+  # overlapping 3x3 stride-2 windows too (torchvision's AlexNet); in the paper's, LRN sits
+  # between ReLU and pooling
+  assert layers.pools_first(*(torchvision[n] for n in ("conv1", "conv1_relu", "pool1"))) == on_cpu
   names = list(alexnet)
   conv1 = names.index("conv1")
   assert not layers.pools_first(*(alexnet[n] for n in names[conv1:conv1 + 3]))
-  assert not lowering.pools_first((3, 3), (2, 2), "VALID")
+  assert lowering.pools_first((3, 3), (2, 2), "VALID")
+  assert lowering.pools_first((5, 5), (2, 2), "VALID")
+  assert not lowering.pools_first((12, 12), (2, 2), "VALID")  # positions are int8
   assert not lowering.pools_first((2, 2), (2, 2), "SAME")
 
 

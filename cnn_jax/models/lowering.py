@@ -11,16 +11,19 @@ or in-process A/B timing of the train step, 2 cores):
   - a convolution's bias gradient is a matrix product with ones, not a reduction, which XLA
     fuses with the gradient's producers into one single-threaded loop (AlexNet's conv2 after
     LRN and pooling: about 300 ms of a 2.1 s step);
-  - max-pooling is the elementwise maximum of the kh*kw strided views of the input, which XLA
-    fuses, forward and backward, into one loop; the backward pass of reduce_window max
-    (select-and-scatter) is a scalar loop (small CNN, pool1 forward and backward: 56 ms
-    against 13 ms at batch 128);
-  - conv -> ReLU -> non-overlapping max-pool is computed pool-first, relu(max_pool(conv(x)) +
-    bias): the same values (a per-channel bias and ReLU are monotone, so they commute with the
-    maximum), with the bias, the ReLU and their gradients on the pooled map (a quarter of the
-    size for 2x2 windows), and the pooling gradient sent to each window's first maximum, as
-    select-and-scatter sends it, from int8 positions kept by the forward pass (small CNN
-    step: 36.3 -> 33.2 ms, benchmarks/lowering_ab.py);
+  - max-pooling keeps from its forward pass the position (int8) of each window's first
+    maximum and sends the gradient there, as select-and-scatter does, without
+    select-and-scatter's scalar loop (small CNN, pool1 forward and backward: 56 ms against
+    13 ms at batch 128): for non-overlapping windows through a reshape, for overlapping ones
+    (AlexNet's 3x3 stride 2) one stride phase at a time (_strided_max_pool_bwd; AlexNet's
+    train step, against the maximum of strided views and its autodiff: torchvision 0.89 to
+    0.90 of the time, the paper's two towers 0.84, benchmarks/lowering_ab.py);
+  - conv -> ReLU -> max-pool (unpadded windows) is computed pool-first,
+    relu(max_pool(conv(x)) + bias): the same values (a per-channel bias and ReLU are
+    monotone, so they commute with the maximum), with the bias, the ReLU and their gradients
+    on the pooled map (a quarter of the size for 2x2 windows), and the pooling gradient sent
+    to each window's first maximum (small CNN step: 36.3 -> 33.2 ms,
+    benchmarks/lowering_ab.py);
   - where that convolution is shallow (stride 1, at most 18 inputs per output: the small
     CNN's conv1), it is computed inside the pooling, from strided views of the input, and the
     full-resolution map is never written (small CNN step: 0.78 to 0.89 of the time).
@@ -35,6 +38,7 @@ measures one against the other.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -124,9 +128,8 @@ def max_pool(x, window, strides, padding="VALID", lowering="xla"):
                                  (1, *strides, 1), ((0, 0), *padding, (0, 0)))
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
   if (kh, kw) == (sh, sw):  # non-overlapping: a reshape, then one reduction
-    return _tiles(xp, window).max(axis=(2, 4))
-  views = [_view(xp, i, j, strides, (ho, wo)) for i in range(kh) for j in range(kw)]
-  return functools.reduce(jnp.maximum, views)
+    return _max_pool_first_max_grad(xp, window)
+  return _strided_max_pool(xp, window, strides)
 
 
 def _tiles(x, window):
@@ -137,9 +140,9 @@ def _tiles(x, window):
 
 def pools_first(window, strides, padding) -> bool:
   """Whether max-pooling with this geometry can be computed pool-first (max_pool_bias_relu):
-  non-overlapping windows (window == stride) and no padding."""
+  no padding, and at most MAX_WINDOW_POSITIONS positions in a window."""
   unpadded = padding == "VALID" if isinstance(padding, str) else not any(map(any, padding))
-  return tuple(window) == tuple(strides) and unpadded
+  return unpadded and math.prod(window) <= MAX_WINDOW_POSITIONS
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -184,11 +187,87 @@ def _max_pool_bwd(window, residuals, dout):
 _max_pool_first_max_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool_bias_relu(y, bias, window):
-  """relu(max_pool(y + bias)) for non-overlapping windows (pools_first), computed as
+def max_pool_bias_relu(y, bias, window, strides):
+  """relu(max_pool(y + bias)) for unpadded windows (pools_first), computed as
   relu(max_pool(y) + bias): the same values, since adding a per-channel bias and ReLU are
   monotone and so commute with the maximum. `bias` may be None."""
-  return bias_relu(_max_pool_first_max_grad(y, tuple(window)), bias)
+  window, strides = tuple(window), tuple(strides)
+  if window == strides:
+    return bias_relu(_max_pool_first_max_grad(y, window), bias)
+  return bias_relu(_strided_max_pool(y, window, strides), bias)
+
+
+MAX_WINDOW_POSITIONS = 127  # a window position is kept as an int8
+
+
+def _strided_max_pool(x, window, strides):
+  """Max-pooling of NHWC `x` (padded already) over overlapping windows, the gradient sent to
+  each window's first maximum as select-and-scatter sends it (_strided_max_pool_bwd)."""
+  window, strides = tuple(window), tuple(strides)
+  if math.prod(window) > MAX_WINDOW_POSITIONS:  # the plain maximum of the views
+    return functools.reduce(jnp.maximum, _window_views(x, window, strides))
+  return _strided_max_pool_first_max_grad(x, window, strides)
+
+
+def _window_views(x, window, strides):
+  """The strided views (N, Ho, Wo, C) of each window position, in row-major order."""
+  (kh, kw), (sh, sw) = window, strides
+  out_hw = ((x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1)
+  return [_view(x, i, j, strides, out_hw) for i in range(kh) for j in range(kw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _strided_max_pool_first_max_grad(x, window, strides):
+  return _strided_max_pool_fwd(x, window, strides)[0]
+
+
+def _strided_max_pool_fwd(x, window, strides):
+  """The maximum by XLA's reduce_window, which XLA computes once; written over the views
+  (a running maximum, or a reduction over their stack, which XLA turns into one) it was
+  recomputed inside the consumers, and _max_and_first's variadic reduction wrote the views
+  of a convolution's output out first (AlexNet, throwaway in-process timing: the three
+  forms' steps equal within noise). The positions come from the maximum, as
+  _window_argmax's do."""
+  out = jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
+                              (1, *strides, 1), "VALID")
+  return out, (_first_max(_window_views(x, window, strides), out), x.shape)
+
+
+def _strided_max_pool_bwd(window, strides, residuals, dout):
+  """The input gradient, one stride phase at a time: the inputs at rows sh*m + p (p < sh)
+  are element p + sh*t of window m - t, so each phase sums at most ceil(kh/sh) *
+  ceil(kw/sw) shifted slices of the pooled gradient (where that element was the first
+  maximum), and the phases interleave into the input's shape. This writes the gradient once,
+  where autodiff of the views' maximum pads and adds kh*kw input-sized maps."""
+  first, (n, h, w, c) = residuals
+  (kh, kw), (sh, sw) = window, strides
+  th, tw = -(-kh // sh), -(-kw // sw)  # the most windows that share an input, per axis
+  _, ho, wo, _ = first.shape
+  m, l = ho + th - 1, wo + tw - 1  # rows and columns of each phase
+  pads = ((0, 0), (th - 1, th - 1), (tw - 1, tw - 1), (0, 0))
+  dpad, fpad = jnp.pad(dout, pads), jnp.pad(first, pads, constant_values=-1)
+  zero = jnp.zeros((), dout.dtype)
+
+  def shifted(a, t, u):  # rows m - t, columns l - u of the pooled map (zero outside it)
+    return jax.lax.slice(a, (0, th - 1 - t, tw - 1 - u, 0), (n, th - 1 - t + m, tw - 1 - u + l, c))
+
+  phases = []
+  for p in range(sh):
+    row = []
+    for q in range(sw):
+      acc = jnp.zeros((n, m, l, c), dout.dtype)
+      for t in range(max(0, -(-(kh - p) // sh))):
+        for u in range(max(0, -(-(kw - q) // sw))):
+          k = (p + sh * t) * kw + q + sw * u
+          acc = acc + jnp.where(shifted(fpad, t, u) == k, shifted(dpad, t, u), zero)
+      row.append(acc)
+    phases.append(jnp.stack(row, axis=3))  # (N, m, l, sw, C)
+  dx = jnp.stack(phases, axis=2).reshape(n, m * sh, l * sw, c)  # rows sh*m + p
+  dx = dx[:, :h, :w]
+  return (jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0))),)
+
+
+_strided_max_pool_first_max_grad.defvjp(_strided_max_pool_fwd, _strided_max_pool_bwd)
 
 
 def bias_relu(pooled, bias):
