@@ -156,6 +156,8 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   sys.path.insert(0, HERE)
+  from cnn_jax import huge_pages
+  huge_pages.reexec()  # first: glibc reads its tunables at process start
   try:
     define_flags()  # parses the default config, with any overrides, right away
   except Exception as e:  # noqa: BLE001 - any failure here is a bad command line

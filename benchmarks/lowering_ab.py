@@ -16,6 +16,9 @@ Rewrites (cnn_jax/models/lowering.py):
                   of the strided views and its autodiff, and no pool-first at all)
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
+Huge pages (on: transparent huge pages allowed, off: disallowed with prctl, for the same
+compiled step; the script starts itself again with glibc's tunable, as run.py does):
+  huge_pages      glibc.malloc.hugetlb=1 (cnn_jax/huge_pages.py)
 XLA options (on: the step compiled with the option, off: without it), for example
   --rewrite=xla --xla_option=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE
 (compile-time options, XLA's DebugOptions field names, enum values by their proto names).
@@ -35,7 +38,7 @@ sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 
-from cnn_jax import bench, config, parallel, train  # noqa: E402
+from cnn_jax import bench, config, huge_pages, parallel, train  # noqa: E402
 from cnn_jax.models import layers, lowering  # noqa: E402
 
 _NEVER = lambda *_: False  # noqa: E731
@@ -77,7 +80,7 @@ def compiled_steps(cfg, rewrite: str, xla_options: dict | None = None) -> dict:
 @contextlib.contextmanager
 def switched(cfg, rewrite: str, on: bool):
   """The rewrite's predicate patched to never hold (off), or the config switch set to `on`."""
-  if rewrite == "xla":  # the difference is in the compiler options
+  if rewrite in ("xla", "huge_pages"):  # the difference is in the options, or at run time
     yield
     return
   if rewrite in SWITCHES:
@@ -94,11 +97,20 @@ def switched(cfg, rewrite: str, on: bool):
     setattr(module, name, original)
 
 
+def allow_huge_pages(allow: bool) -> None:
+  """Transparent huge pages for this process's later page faults, or not
+  (prctl PR_SET_THP_DISABLE, Linux)."""
+  import ctypes
+  if ctypes.CDLL(None).prctl(41, 0 if allow else 1, 0, 0, 0) != 0:
+    raise OSError("prctl(PR_SET_THP_DISABLE) failed")
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
-  p.add_argument("--rewrite", required=True, choices=sorted({**REWRITES, **SWITCHES, "xla": 0}))
+  p.add_argument("--rewrite", required=True,
+                 choices=sorted({**REWRITES, **SWITCHES, "xla": 0, "huge_pages": 0}))
   p.add_argument("--xla_option", action="append", default=[],
                  help="with --rewrite=xla: NAME=VALUE, an XLA compile option for 'on'")
   p.add_argument("--rounds", type=int, default=6)
@@ -111,8 +123,12 @@ def main(argv=None) -> None:
   cfg = load(args.config, args.batch_size)
   steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
+  if args.rewrite == "huge_pages" and not huge_pages.active():
+    p.error("huge_pages: the process did not start with glibc's tunable (see huge_pages.py)")
   for _ in range(args.rounds):
     for variant, entry in steps.items():
+      if args.rewrite == "huge_pages":
+        allow_huge_pages(variant == "on")
       step, state, batches = entry
       state = step(state, batches[0])  # warm
       jax.block_until_ready(state)
@@ -131,4 +147,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec()
   main()

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_jax import parallel
+from cnn_jax import huge_pages, parallel
 from cnn_jax.errors import UserError
 
 
@@ -106,7 +106,8 @@ def train_step(cfg, seconds: float = 5.0, min_steps: int = 5) -> dict:
           "train_images_per_sec": batch_size / step_s, "timed_steps": steps,
           "model_flops_per_step": model_flops, "model_flops_per_sec": model_flops / step_s,
           "xla_flops_per_step": _cost(compiled), **_memory(compiled),
-          "devices": mesh.size, "platform": jax.devices()[0].platform}
+          "devices": mesh.size, "platform": jax.devices()[0].platform,
+          "huge_pages": huge_pages.active()}
 
 
 def input_pipeline(cfg, seconds: float = 5.0) -> float:
@@ -210,7 +211,9 @@ def format_result(r: dict) -> str:
     if key.startswith("train_images_per_sec["):
       p(f"  {key[len('train_images_per_sec'):]:<16s} {value:,.0f} images/s "
         f"(ratio {r['train_images_per_sec'] / value:.2f})")
-  p(f"  matmul peak      {r['matmul_peak_flops_per_sec'] / 1e9:,.1f} GFLOP/s (f32 4096^2)")
+  pages = "huge pages" if r.get("huge_pages") else "4 KB pages"
+  p(f"  matmul peak      {r['matmul_peak_flops_per_sec'] / 1e9:,.1f} GFLOP/s (f32 4096^2, "
+    f"{pages})")
   p(f"  model FLOP/s     {r['model_flops_per_sec'] / 1e9:,.1f} GFLOP/s = {100 * r['mfu']:.1f}% "
     "of the matmul peak (MFU)")
   p(f"  XLA FLOP/s       {r['xla_flops_per_step'] / r['step_ms'] * 1e3 / 1e9:,.1f} GFLOP/s = "

@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from cnn_jax import bench, config, models, train
+from cnn_jax import bench, config, huge_pages, models, train
 from cnn_jax.models import lowering
 from conftest import ROOT
 from helpers import load_config
@@ -217,6 +217,8 @@ def test_bench_command_prints_every_figure():
     assert r[key] > 0, key
   assert r["model_flops_per_step"] == 6 * r["macs"] * 16
   assert 0 < r["mfu"] < 1
+  # run.py started itself again with glibc's huge-page tunable, where that applies
+  assert r["huge_pages"] == (huge_pages.applies() or huge_pages.active())
 
 
 def test_tf_data_thread_limit_changes_nothing_but_speed():
