@@ -4,8 +4,9 @@ XLA's CPU runtime and YNNPACK take a step's temporaries from fresh allocations, 
 kernel backs with 4 KB pages as they are first written: VGG A's train step at batch 8 took
 about 310,000 minor page faults, torchvision AlexNet's at batch 32 about 96,000. With the
 tunable, glibc asks for transparent huge pages (madvise) and the faults fall to about 2,900
-and 470; the steps took 0.86 and 0.87 of the time (in one process, huge pages allowed and
-disallowed with prctl(PR_SET_THP_DISABLE) in alternating rounds; README, "Performance").
+and 470; the steps took 0.86 to 0.87 and 0.87 to 0.91 of the time (in one process, huge
+pages allowed and disallowed with prctl(PR_SET_THP_DISABLE) in alternating rounds,
+benchmarks/lowering_ab.py --rewrite=huge_pages; README, "Performance").
 
 glibc reads its tunables once, when a process starts, so `run.py` starts itself again with
 the tunable added (`reexec`) before it does anything else. CNN_JAX_HUGE_PAGES=0 leaves the

@@ -39,9 +39,11 @@ def test_cpu_conv_gradients_equal_xla(strides, padding, groups, kernel):
 
 @pytest.mark.parametrize("window,strides,padding", [
     ((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
-    ((2, 2), (2, 2), "SAME"), ((3, 2), (1, 2), ((1, 1), (0, 1)))])
+    ((2, 2), (2, 2), "SAME"), ((3, 2), (1, 2), ((1, 1), (0, 1))),
+    ((12, 12), (12, 12), "VALID"), ((12, 11), (2, 3), "VALID")])  # more positions than int8
 def test_cpu_max_pool_equals_reduce_window(window, strides, padding):
-  x = jax.random.normal(jax.random.key(1), (2, 13, 11, 3))  # no ties: gradients are unique
+  # no ties: gradients are unique
+  x = jax.random.normal(jax.random.key(1), (2, 25, 24, 3) if max(window) > 3 else (2, 13, 11, 3))
 
   def loss(how):
     return lambda x: jnp.sum(lowering.max_pool(x, window, strides, padding, how) ** 2)

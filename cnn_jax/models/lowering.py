@@ -16,8 +16,8 @@ or in-process A/B timing of the train step, 2 cores):
     select-and-scatter's scalar loop (small CNN, pool1 forward and backward: 56 ms against
     13 ms at batch 128): for non-overlapping windows through a reshape, for overlapping ones
     (AlexNet's 3x3 stride 2) one stride phase at a time (_strided_max_pool_bwd; AlexNet's
-    train step, against the maximum of strided views and its autodiff: torchvision 0.89 to
-    0.90 of the time, the paper's two towers 0.84, benchmarks/lowering_ab.py);
+    train step, against the maximum of strided views and its autodiff: torchvision 0.83 to
+    0.92 of the time, the paper's two towers 0.81 to 0.84, benchmarks/lowering_ab.py);
   - conv -> ReLU -> max-pool (unpadded windows) is computed pool-first,
     relu(max_pool(conv(x)) + bias): the same values (a per-channel bias and ReLU are
     monotone, so they commute with the maximum), with the bias, the ReLU and their gradients
@@ -127,9 +127,7 @@ def max_pool(x, window, strides, padding="VALID", lowering="xla"):
     return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
                                  (1, *strides, 1), ((0, 0), *padding, (0, 0)))
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-  if (kh, kw) == (sh, sw):  # non-overlapping: a reshape, then one reduction
-    return _max_pool_first_max_grad(xp, window)
-  return _strided_max_pool(xp, window, strides)
+  return _first_max_pool(xp, window, strides)
 
 
 def _tiles(x, window):
@@ -191,21 +189,24 @@ def max_pool_bias_relu(y, bias, window, strides):
   """relu(max_pool(y + bias)) for unpadded windows (pools_first), computed as
   relu(max_pool(y) + bias): the same values, since adding a per-channel bias and ReLU are
   monotone and so commute with the maximum. `bias` may be None."""
-  window, strides = tuple(window), tuple(strides)
-  if window == strides:
-    return bias_relu(_max_pool_first_max_grad(y, window), bias)
-  return bias_relu(_strided_max_pool(y, window, strides), bias)
+  return bias_relu(_first_max_pool(y, window, strides), bias)
 
 
 MAX_WINDOW_POSITIONS = 127  # a window position is kept as an int8
 
 
-def _strided_max_pool(x, window, strides):
-  """Max-pooling of NHWC `x` (padded already) over overlapping windows, the gradient sent to
-  each window's first maximum as select-and-scatter sends it (_strided_max_pool_bwd)."""
+def _first_max_pool(x, window, strides):
+  """Max-pooling of NHWC `x` (padded already), the gradient sent to each window's first
+  maximum as select-and-scatter sends it: non-overlapping windows through a reshape
+  (_max_pool_bwd), overlapping ones one stride phase at a time (_strided_max_pool_bwd).
+  Windows of more positions than an int8 holds take autodiff's gradient of the maximum."""
   window, strides = tuple(window), tuple(strides)
-  if math.prod(window) > MAX_WINDOW_POSITIONS:  # the plain maximum of the views
+  if math.prod(window) > MAX_WINDOW_POSITIONS:
+    if window == strides:
+      return _tiles(x, window).max(axis=(2, 4))
     return functools.reduce(jnp.maximum, _window_views(x, window, strides))
+  if window == strides:
+    return _max_pool_first_max_grad(x, window)
   return _strided_max_pool_first_max_grad(x, window, strides)
 
 
