@@ -1,4 +1,4 @@
-"""conv -> 2x2 max-pool with the convolution inside the pooling (lowering.conv_max_pool)
+"""conv -> 2x2 max-pool with the convolution inside the pooling (lowering.conv_max_pool_bias_relu)
 against the convolution then pool-first (lowering.max_pool_bias_relu), over kernel shapes.
 
   .venv/bin/python benchmarks/conv_max_pool.py [--batch_size=64] [--size=28] [--repeats=5]
@@ -52,8 +52,8 @@ def main(argv=None) -> None:
   routes = {
       "conv, then pool": lambda x, k, b: lowering.max_pool_bias_relu(
           lowering.conv2d(x, k, (1, 1), "SAME", 1, "cpu"), b, (2, 2), (2, 2)),
-      "conv in pool": lambda x, k, b: lowering.bias_relu(
-          lowering.conv_max_pool(x, k, "SAME", (2, 2)), b),
+      "conv in pool": lambda x, k, b: lowering.conv_max_pool_bias_relu(
+          x, k, b, "SAME", (2, 2)),
   }
   print(f"batch {n}, {s}x{s} input, SAME padding, 2x2 pool; ms, best of {args.repeats}")
   print(f"{'kernel':>14} {'fan-in':>6} | {'forward':>17} {'ratio':>5} | "

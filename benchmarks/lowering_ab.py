@@ -45,7 +45,8 @@ _NEVER = lambda *_: False  # noqa: E731
 # each rewrite's predicate or bound, and what it is patched to for 'off'
 REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
             "shallow_conv": (lowering, "shallow", _NEVER),
-            "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0)}
+            "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0),
+            "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False)}
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 

@@ -92,21 +92,27 @@ def test_conv_inside_max_pool_equals_conv_then_reduce_window_with_ties(
   x = jax.random.randint(jax.random.key(6), x_shape, -4, 5) / 4.0
   x = x.at[:, :6, :6].set(0.5)  # a flat region: its windows tie
   kernel = jax.random.randint(jax.random.key(7), kernel_shape, -4, 5) / 8.0
+  bias = jnp.arange(kernel_shape[-1]) / 8.0 - 0.25  # some maps mostly cut by the ReLU
 
-  def reference(x, kernel):  # XLA's convolution, then XLA's max-pool
-    y = lowering.conv2d(x, kernel, (1, 1), padding, 1, "xla")
+  def reference(x, kernel, bias):  # XLA's convolution, bias, ReLU, then XLA's max-pool
+    y = jax.nn.relu(lowering.conv2d(x, kernel, (1, 1), padding, 1, "xla") + bias)
     return lowering.max_pool(y, window, window, "VALID", "xla")
 
-  def inside(x, kernel):
-    return lowering.conv_max_pool(x, kernel, padding, window)
+  def inside(x, kernel, bias):
+    return lowering.conv_max_pool_bias_relu(x, kernel, bias, padding, window)
 
   assert lowering.shallow(kernel_shape, (1, 1), 1)
-  np.testing.assert_array_equal(reference(x, kernel), inside(x, kernel))
-  weight = jax.random.normal(jax.random.key(8), reference(x, kernel).shape)
-  grads = [jax.grad(lambda x, k: jnp.sum(f(x, k) * weight), (0, 1))(x, kernel)
+  out = reference(x, kernel, bias)
+  assert 0 < float(jnp.mean(out > 0)) < 1
+  np.testing.assert_array_equal(out, inside(x, kernel, bias))
+  np.testing.assert_array_equal(jax.nn.relu(reference(x, kernel, 0.0)),
+                                inside(x, kernel, None))
+  weight = jax.random.normal(jax.random.key(8), out.shape)
+  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weight), (0, 1, 2))(x, kernel, bias)
            for f in (reference, inside)]
   np.testing.assert_array_equal(grads[0][0], grads[1][0])  # to each window's first maximum
-  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-6)
+  for a, b in zip(grads[0][1:], grads[1][1:]):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_shallow_convolutions_only_go_inside_the_pooling():

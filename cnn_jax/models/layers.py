@@ -371,14 +371,13 @@ def pools_first(conv, activation, pool) -> bool:
 
 def conv_relu_max_pool(conv, pool, x):
   """pool(relu(conv(x))) for layers where `pools_first` holds, computed pool-first; a
-  `shallow` convolution inside the pooling (lowering.conv_max_pool)."""
+  `shallow` convolution inside the pooling (lowering.conv_max_pool_bias_relu)."""
   dtype = conv.dtype or x.dtype
   bias = None if conv.bias is None else conv.bias[...].astype(dtype)
   if (pool.window == pool.stride
       and lowering_.shallow(conv.kernel.shape, pair(conv.strides), conv.feature_group_count)):
-    pooled = lowering_.conv_max_pool(x.astype(dtype), conv.kernel[...].astype(dtype),
-                                     conv.geometry.padding, pool.window)
-    return lowering_.bias_relu(pooled, bias)
+    return lowering_.conv_max_pool_bias_relu(x.astype(dtype), conv.kernel[...].astype(dtype),
+                                             bias, conv.geometry.padding, pool.window)
   return lowering_.max_pool_bias_relu(conv(x, add_bias=False), bias, pool.window, pool.stride)
 
 

@@ -100,9 +100,14 @@ def _bias_add_fwd(y, bias):
 
 
 def _bias_add_bwd(_, dy):
+  return dy, _bias_grad(dy)
+
+
+def _bias_grad(dy):
+  """The sum of `dy` over all but its last axis, as a matrix product with ones (see bias_add)."""
   flat = dy.reshape(-1, dy.shape[-1])
   ones = jnp.ones((1, flat.shape[0]), dy.dtype)
-  return dy, jnp.dot(ones, flat, preferred_element_type=jnp.float32)[0].astype(dy.dtype)
+  return jnp.dot(ones, flat, preferred_element_type=jnp.float32)[0].astype(dy.dtype)
 
 
 _bias_add_product_grad.defvjp(_bias_add_fwd, _bias_add_bwd)
@@ -188,8 +193,49 @@ _max_pool_first_max_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
 def max_pool_bias_relu(y, bias, window, strides):
   """relu(max_pool(y + bias)) for unpadded windows (pools_first), computed as
   relu(max_pool(y) + bias): the same values, since adding a per-channel bias and ReLU are
-  monotone and so commute with the maximum. `bias` may be None."""
-  return bias_relu(_first_max_pool(y, window, strides), bias)
+  monotone and so commute with the maximum. `bias` may be None.
+
+  For non-overlapping windows within the int8 bound the bias is added inside the pooling
+  reduction and the ReLU is its initial value (0), so the activation is the reduction's
+  output: XLA does not recompute a reduction inside its consumers, whereas an elementwise
+  bias and ReLU after it were recomputed inside the transposed copy that feeds the next
+  convolution's kernel gradient (3.5 to 3.9 ms of the small CNN's step in a jax.profiler
+  trace; the copy alone, 0.3 ms). Step with against without (benchmarks/lowering_ab.py
+  --rewrite=relu_in_reduction): small CNN 0.961, VGG A 0.969. Overlapping windows keep the
+  ReLU after XLA's reduce_window: with the bias inside it, torchvision's AlexNet was slower
+  (1.08)."""
+  window, strides = tuple(window), tuple(strides)
+  if window != strides or math.prod(window) > MAX_WINDOW_POSITIONS or not RELU_IN_REDUCTION:
+    return bias_relu(_first_max_pool(y, window, strides), bias)
+  if bias is None:
+    bias = jnp.zeros(y.shape[-1:], y.dtype)
+  return _pool_bias_relu(y, bias, window)
+
+
+RELU_IN_REDUCTION = True  # see max_pool_bias_relu; benchmarks/lowering_ab.py switches it off
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pool_bias_relu(y, bias, window):
+  return _pool_bias_relu_fwd(y, bias, window)[0]
+
+
+def _pool_bias_relu_fwd(y, bias, window):
+  tiles = _tiles(y + bias, window)  # the bias is fused into the reduction, not written
+  out = jax.lax.reduce(tiles, np.array(0, y.dtype), jax.lax.max, (2, 4))
+  views = [tiles[:, :, i, :, j, :] for i in range(window[0]) for j in range(window[1])]
+  # where out is 0 no view need equal it, but the ReLU passes no gradient there
+  return out, (_first_max(views, out), out, y.shape)
+
+
+def _pool_bias_relu_bwd(window, residuals, dout):
+  first, out, shape = residuals
+  g = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
+  (dy,) = _max_pool_bwd(window, (first, shape), g)
+  return dy, _bias_grad(g)
+
+
+_pool_bias_relu.defvjp(_pool_bias_relu_fwd, _pool_bias_relu_bwd)
 
 
 MAX_WINDOW_POSITIONS = 127  # a window position is kept as an int8
@@ -279,24 +325,26 @@ def bias_relu(pooled, bias):
   return jax.nn.relu(pooled)
 
 
-SHALLOW_FAN_IN = 18  # inputs per output (kh * kw * in_features); see conv_max_pool
+SHALLOW_FAN_IN = 18  # inputs per output (kh * kw * in_features); see conv_max_pool_bias_relu
 
 
 def shallow(kernel_shape, strides, groups: int) -> bool:
-  """Whether a convolution is computed inside its max-pool (conv_max_pool): stride 1, one
+  """Whether a convolution is computed inside its max-pool (conv_max_pool_bias_relu): stride 1, one
   group, and at most SHALLOW_FAN_IN inputs per output."""
   kh, kw, ci, _ = kernel_shape
   return tuple(strides) == (1, 1) and groups == 1 and kh * kw * ci <= SHALLOW_FAN_IN
 
 
-def conv_max_pool(x, kernel, padding, window):
-  """max_pool(conv(x, kernel)) for a `shallow` convolution and non-overlapping unpadded
-  windows (pools_first), without the full-resolution convolution output.
+def conv_max_pool_bias_relu(x, kernel, bias, padding, window):
+  """relu(max_pool(conv(x, kernel)) + bias) for a `shallow` convolution and non-overlapping
+  unpadded windows (pools_first), without the full-resolution convolution output. `bias`
+  may be None.
 
   The outputs at position (a, b) of every window are sums of kh*kw*in_features strided views
-  of the padded input, each times one kernel entry (float32); one variadic reduction over the
-  window positions gives their maximum and the first position that attains it (int8). XLA's
-  CPU convolution writes and rereads the whole map instead, and with so few inputs per output
+  of the padded input, each times one kernel entry (float32), plus the bias; one variadic
+  reduction over the window positions, initialised at 0 (the ReLU; see max_pool_bias_relu),
+  gives the activation and the first position that attains the maximum (int8). XLA's CPU
+  convolution writes and rereads the whole map instead, and with so few inputs per output
   that traffic is most of its cost. The gradient goes to each window's first maximum, as
   select-and-scatter sends it; the kernel's and the input's gradients are XLA's.
 
@@ -304,7 +352,11 @@ def conv_max_pool(x, kernel, padding, window):
   1.8 to 4.3x faster than the convolution then pool-first at 4 to 18 inputs per output; 2.1
   to 3.4x slower at 20 to 27, where XLA stops vectorising the reduction: SHALLOW_FAN_IN."""
   padding = _padding(padding, kernel.shape[:2], (1, 1), x.shape[1:3])
-  return _conv_max_pool(x, kernel, padding, tuple(window))
+  if bias is None:
+    bias = jnp.zeros(kernel.shape[-1:], x.dtype)
+  if not RELU_IN_REDUCTION:
+    return jax.nn.relu(_conv_max_pool(x, kernel, bias, padding, tuple(window), False))
+  return _conv_max_pool(x, kernel, bias, padding, tuple(window), True)
 
 
 def _pooled_shapes(x_shape, kernel_shape, padding, window):
@@ -325,38 +377,44 @@ def _tap_views(x, kernel_shape, padding, window):
           for a in range(window[0]) for b in range(window[1])]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_max_pool(x, kernel, padding, window):
-  return _conv_max_pool_fwd(x, kernel, padding, window)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _conv_max_pool(x, kernel, bias, padding, window, relu):
+  return _conv_max_pool_fwd(x, kernel, bias, padding, window, relu)[0]
 
 
-def _conv_max_pool_fwd(x, kernel, padding, window):
+def _conv_max_pool_fwd(x, kernel, bias, padding, window, relu):
   k = kernel.astype(jnp.float32).reshape(-1, kernel.shape[-1])
-  views = [sum(v[..., None] * k[t] for t, v in enumerate(taps))
+  b = bias.astype(jnp.float32)
+  views = [sum(v[..., None] * k[t] for t, v in enumerate(taps)) + b
            for taps in _tap_views(x, kernel.shape, padding, window)]
-  out, first = _max_and_first(views)
-  return out.astype(x.dtype), (x, kernel, first)
+  out, first = _max_and_first(views, 0.0 if relu else -np.inf)
+  out = out.astype(x.dtype)
+  return out, (x, kernel, first, out if relu else None)
 
 
-def _max_and_first(views):
-  """The elementwise maximum of `views` and the index (int8) of the first view that attains
-  it, from one variadic reduction: XLA fuses the views into it once and, a reduction not
-  being duplicated into its consumers, computes them only there."""
+def _max_and_first(views, initial):
+  """The elementwise maximum of `views` and `initial`, and the index (int8) of the first view
+  that attains it, from one variadic reduction: XLA fuses the views into it once and, a
+  reduction not being duplicated into its consumers, computes them only there. Where only
+  `initial` attains it, the index is the last view's."""
   def pick(a, b):  # (value, index) pairs: the larger value; on a tie, the earlier index
     take_a = (a[0] > b[0]) | ((a[0] == b[0]) & (a[1] < b[1]))
     return jnp.where(take_a, a[0], b[0]), jnp.where(take_a, a[1], b[1])
   stacked = jnp.stack(views)  # fused into the reduction, not written
   index = jax.lax.broadcasted_iota(jnp.int8, stacked.shape, 0)
-  return jax.lax.reduce((stacked, index), (np.array(-np.inf, stacked.dtype), np.int8(0)),
-                        pick, (0,))
+  return jax.lax.reduce((stacked, index),
+                        (np.array(initial, stacked.dtype), np.int8(len(views) - 1)), pick, (0,))
 
 
-def _conv_max_pool_bwd(padding, window, residuals, dout):
-  x, kernel, first = residuals
+def _conv_max_pool_bwd(padding, window, relu, residuals, dout):
+  x, kernel, first, out = residuals
+  if relu:  # the ReLU passes no gradient where the activation is 0
+    dout = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
   conv_shape, _ = _pooled_shapes(x.shape, kernel.shape, padding, window)
   (dy,) = _max_pool_bwd(window, (first, conv_shape), dout)
   _, conv_vjp = jax.vjp(lambda x, k: _conv(x, k, (1, 1), padding, 1), x, kernel)
-  return conv_vjp(dy)  # XLA drops dx where x needs no gradient (a network's input)
+  # XLA drops dx where x needs no gradient (a network's input)
+  return (*conv_vjp(dy), _bias_grad(dout))
 
 
 _conv_max_pool.defvjp(_conv_max_pool_fwd, _conv_max_pool_bwd)
