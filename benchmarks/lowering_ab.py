@@ -37,8 +37,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
+import optax  # noqa: E402
 
-from cnn_jax import bench, config, huge_pages, parallel, train  # noqa: E402
+from cnn_jax import bench, config, huge_pages, optim, parallel, train  # noqa: E402
 from cnn_jax.models import layers, lowering  # noqa: E402
 
 _NEVER = lambda *_: False  # noqa: E731
@@ -46,7 +47,8 @@ _NEVER = lambda *_: False  # noqa: E731
 REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
             "shallow_conv": (lowering, "shallow", _NEVER),
             "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0),
-            "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False)}
+            "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False),
+            "blocked_norm": (optim, "global_norm", optax.tree.norm)}
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 

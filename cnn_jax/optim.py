@@ -202,3 +202,28 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
+
+
+def global_norm(tree):
+  """The L2 norm of all of `tree`'s leaves together, as optax.tree.norm computes it, with
+  each large leaf's sum of squares taken NORM_BLOCK_ROWS rows at a time first.
+
+  XLA's CPU backend rewrites a long sum into a tree of reduce-windows (for accuracy) and does
+  not fuse the squaring into them, so it writes every gradient's squares out and reads them
+  back: over AlexNet's fc6 kernel gradient (9216x4096), 35 ms against 5.4 ms for the blocked
+  sum, which reads it once (a throwaway timing script; the relative error to a float64 sum is
+  1e-7 either way). Short sums over a middle axis stay fused and vectorise along the last;
+  the abs between the two sums keeps XLA from merging them back into one."""
+  return jnp.sqrt(sum((_sum_of_squares(x) for x in jax.tree.leaves(tree)),
+                      jnp.zeros([], jnp.float32)))
+
+
+NORM_BLOCK_ROWS = 32
+
+
+def _sum_of_squares(x):
+  rows = x.size // x.shape[-1] if x.ndim else 1
+  if rows < 2 * NORM_BLOCK_ROWS or rows % NORM_BLOCK_ROWS:
+    return jnp.sum(x * x)
+  blocks = x.reshape(rows // NORM_BLOCK_ROWS, NORM_BLOCK_ROWS, x.shape[-1])
+  return jnp.sum(jnp.abs(jnp.sum(blocks * blocks, axis=1)))

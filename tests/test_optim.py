@@ -122,3 +122,18 @@ def test_step_schedule_needs_epochs():
 def test_base_config_has_every_group():
   cfg = config.base("vgg", "D")
   assert set(cfg.keys()) >= {"model", "data", "optim", "train", "checkpoint", "seed"}
+
+
+def test_global_norm_equals_the_float64_norm():
+  # blocked leaves (rows a multiple of 32), short and odd ones, a vector and a scalar
+  shapes = [(9216, 64), (3, 3, 32, 64), (96, 10), (70, 5), (64,), (), (32, 1)]
+  keys = jax.random.split(jax.random.key(0), len(shapes))
+  tree = {str(s): jax.random.normal(k, s) * (i + 1) for i, (k, s) in enumerate(zip(keys, shapes))}
+  exact = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in tree.values()))
+  got = jax.jit(optim.global_norm)(tree)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(float(got), exact, rtol=1e-6)
+  np.testing.assert_allclose(float(got), float(optax.tree.norm(tree)), rtol=1e-6)
+  assert float(optim.global_norm({})) == 0.0
+  assert not np.isfinite(float(optim.global_norm({"a": jnp.full((64, 8), jnp.inf)})))
+  assert np.isnan(float(optim.global_norm({"a": jnp.zeros((64, 8)).at[3, 1].set(jnp.nan)})))
