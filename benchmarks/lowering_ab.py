@@ -48,7 +48,8 @@ REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
             "shallow_conv": (lowering, "shallow", _NEVER),
             "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0),
             "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False),
-            "blocked_norm": (optim, "global_norm", optax.tree.norm)}
+            "blocked_norm": (optim, "global_norm", optax.tree.norm),
+            "whole_input_dot": (lowering, "WHOLE_INPUT_AS_DOT", False)}
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 

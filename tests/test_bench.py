@@ -37,6 +37,30 @@ def test_cpu_conv_gradients_equal_xla(strides, padding, groups, kernel):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(a).max()))
 
 
+@pytest.mark.parametrize("x_hw,kernel_hw,strides,padding", [
+    ((5, 5), (5, 5), (1, 1), "VALID"), ((3, 4), (3, 4), (2, 2), ((0, 0), (0, 0))),
+    ((4, 4), (5, 5), (1, 1), ((1, 0), (0, 1))), ((6, 5), (5, 5), (1, 1), "VALID")])
+def test_a_kernel_over_the_whole_input_is_a_matrix_product_on_cpu(x_hw, kernel_hw, strides,
+                                                                  padding):
+  keys = jax.random.split(jax.random.key(2), 3)
+  x = jax.random.normal(keys[0], (3, *x_hw, 4))
+  w = jax.random.normal(keys[1], (*kernel_hw, 4, 7))
+  out_shape = lowering.conv2d(x, w, strides, padding, 1, "xla").shape
+  weight = jax.random.normal(keys[2], out_shape)
+
+  def loss(how):
+    return lambda x, w: jnp.sum(lowering.conv2d(x, w, strides, padding, 1, how) * weight)
+
+  padded = lowering._padding(padding, kernel_hw, strides, x_hw)
+  covers = lowering.covers_input(x.shape, w.shape, padded)
+  assert covers == (x_hw == kernel_hw)  # padding makes a convolution of it
+  cpu_jaxpr = str(jax.make_jaxpr(jax.grad(loss("cpu"), (0, 1)))(x, w))
+  assert ("conv_general_dilated" not in cpu_jaxpr) == covers
+  np.testing.assert_allclose(loss("xla")(x, w), loss("cpu")(x, w), rtol=1e-5)
+  for a, b in zip(jax.grad(loss("xla"), (0, 1))(x, w), jax.grad(loss("cpu"), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(a).max()))
+
+
 @pytest.mark.parametrize("window,strides,padding", [
     ((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
     ((2, 2), (2, 2), "SAME"), ((3, 2), (1, 2), ((1, 1), (0, 1))),
