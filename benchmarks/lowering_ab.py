@@ -14,6 +14,11 @@ Rewrites (cnn_jax/models/lowering.py):
   overlapping_pool  overlapping max-pool windows: reduce_window and the first-maximum
                   gradient by stride phase, pool-first after conv -> ReLU (off: the maximum
                   of the strided views and its autodiff, and no pool-first at all)
+  relu_in_reduction  within pool_first and shallow_conv, the bias and ReLU inside the
+                  non-overlapping pooling reduction (off: elementwise after it)
+  whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
+Other step changes (on: cnn_jax's, off: the plain form):
+  blocked_norm    the gradient norm as optim.global_norm (off: optax.tree.norm)
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
 Huge pages (on: transparent huge pages allowed, off: disallowed with prctl, for the same
