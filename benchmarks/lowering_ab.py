@@ -17,6 +17,7 @@ Rewrites (cnn_jax/models/lowering.py):
   relu_in_reduction  within pool_first and shallow_conv, the bias and ReLU inside the
                   non-overlapping pooling reduction (off: elementwise after it)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
+  conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
 Other step changes (on: cnn_jax's, off: the plain form):
   blocked_norm    the gradient norm as optim.global_norm (off: optax.tree.norm)
 Config switches (on: True, off: False):
@@ -54,7 +55,8 @@ REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
             "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0),
             "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False),
             "blocked_norm": (optim, "global_norm", optax.tree.norm),
-            "whole_input_dot": (lowering, "WHOLE_INPUT_AS_DOT", False)}
+            "whole_input_dot": (lowering, "WHOLE_INPUT_AS_DOT", False),
+            "conv_relu": (lowering, "CONV_RELU_AS_REDUCTION", False)}
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 

@@ -139,6 +139,25 @@ def test_conv_inside_max_pool_equals_conv_then_reduce_window_with_ties(
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_bias_relu_as_reduction_equals_relu_of_the_sum():
+  y = jax.random.normal(jax.random.key(9), (2, 5, 4, 3))
+  bias = jnp.array([0.5, -0.25, 0.0])
+  y = y.at[0, 0, 0].set(-bias)  # exactly 0 before the ReLU: no gradient there, as jax.nn.relu
+  weight = jax.random.normal(jax.random.key(10), y.shape)
+  reference = lambda y, b: jax.nn.relu(y + b)  # noqa: E731
+  np.testing.assert_array_equal(reference(y, bias), lowering.bias_relu_as_reduction(y, bias))
+  grads = [jax.grad(lambda y, b: jnp.sum(f(y, b) * weight), (0, 1))(y, bias)
+           for f in (reference, lowering.bias_relu_as_reduction)]
+  np.testing.assert_array_equal(grads[0][0], grads[1][0])
+  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
+  vgg = dict(models.build(config.validate(load_config("vgg.py", "small_A")).model,
+                          seed=0).layers())
+  from cnn_jax.models import layers
+  on_cpu = jax.default_backend() == "cpu"
+  assert layers.relu_as_reduction(vgg["conv3_1"], vgg["conv3_1_relu"]) == on_cpu
+  assert not layers.relu_as_reduction(vgg["conv3_1"], vgg["conv3_2"])
+
+
 def test_shallow_convolutions_only_go_inside_the_pooling():
   assert lowering.shallow((3, 3, 1, 32), (1, 1), 1)  # the small CNN's conv1
   assert lowering.shallow((3, 3, 2, 32), (1, 1), 1)

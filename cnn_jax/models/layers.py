@@ -369,6 +369,21 @@ def pools_first(conv, activation, pool) -> bool:
           and lowering_.pools_first(pool.window, pool.stride, pool.padding))
 
 
+def relu_as_reduction(conv, activation) -> bool:
+  """Whether the layers conv -> ReLU (with no max-pool after them: pools_first) compute their
+  bias and ReLU as a reduction (lowering.bias_relu_as_reduction; the CPU route)."""
+  return (isinstance(conv, Conv) and isinstance(activation, Activation)
+          and activation.name == "relu" and conv.bias is not None
+          and lowering_.resolve(conv.lowering) == "cpu" and lowering_.CONV_RELU_AS_REDUCTION)
+
+
+def conv_relu(conv, x):
+  """relu(conv(x)) for layers where `relu_as_reduction` holds."""
+  dtype = conv.dtype or x.dtype
+  return lowering_.bias_relu_as_reduction(conv(x, add_bias=False),
+                                          conv.bias[...].astype(dtype))
+
+
 def conv_relu_max_pool(conv, pool, x):
   """pool(relu(conv(x))) for layers where `pools_first` holds, computed pool-first; a
   `shallow` convolution inside the pooling (lowering.conv_max_pool_bias_relu)."""

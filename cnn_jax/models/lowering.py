@@ -350,6 +350,42 @@ def bias_relu(pooled, bias):
   return jax.nn.relu(pooled)
 
 
+CONV_RELU_AS_REDUCTION = True  # benchmarks/lowering_ab.py switches it off
+
+
+@jax.custom_vjp
+def bias_relu_as_reduction(y, bias):
+  """relu(y + bias) for a convolution's output `y`, as a max-reduction over the pair
+  (y + bias, 0), so that XLA computes it once.
+
+  XLA's CPU backend recomputes an elementwise producer inside each of its consumers, and one
+  consumer of a convolution's activation is the transposed copy that feeds the next
+  convolution's kernel gradient. XLA's CPU transposes are 5 to 6 times slower with anything
+  fused into them: an 8x56x56x256 map (VGG's conv3_1) took 4.3 ms to transpose alone against
+  22.6 to 26.8 ms with a bias, a ReLU or both (a throwaway timing script); VGG A's step spent
+  44 ms in that one copy. A reduction is not recomputed in its consumers. Step with against
+  without (benchmarks/lowering_ab.py --rewrite=conv_relu): VGG A 0.948, torchvision's
+  AlexNet 0.968. The pair written as (y + bias, y + bias) is simplified back into the
+  elementwise form. After overlapping max-pools, bias_relu keeps the elementwise form (this
+  form: torchvision's AlexNet 1.035)."""
+  return _bias_relu_as_reduction_fwd(y, bias)[0]
+
+
+def _bias_relu_as_reduction_fwd(y, bias):
+  pre = y + bias
+  out = jax.lax.reduce(jnp.stack([pre, jnp.zeros_like(pre)]), np.array(0, y.dtype),
+                       jax.lax.max, (0,))
+  return out, out
+
+
+def _bias_relu_as_reduction_bwd(out, dout):
+  g = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))  # relu's gradient at 0 is 0
+  return g, _bias_grad(g)
+
+
+bias_relu_as_reduction.defvjp(_bias_relu_as_reduction_fwd, _bias_relu_as_reduction_bwd)
+
+
 SHALLOW_FAN_IN = 18  # inputs per output (kh * kw * in_features); see conv_max_pool_bias_relu
 
 

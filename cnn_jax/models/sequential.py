@@ -38,6 +38,9 @@ class Sequential(nnx.Module):
       if i + 2 < len(layers) and L.pools_first(*layers[i:i + 3]):  # the same values
         x = L.conv_relu_max_pool(layers[i], layers[i + 2], x)
         i += 3
+      elif i + 1 < len(layers) and L.relu_as_reduction(*layers[i:i + 2]):
+        x = L.conv_relu(layers[i], x)
+        i += 2
       else:
         x = layers[i](x)
         i += 1
