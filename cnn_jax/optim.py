@@ -213,7 +213,11 @@ def global_norm(tree):
   back: over AlexNet's fc6 kernel gradient (9216x4096), 35 ms against 5.4 ms for the blocked
   sum, which reads it once (a throwaway timing script; the relative error to a float64 sum is
   1e-7 either way). Short sums over a middle axis stay fused and vectorise along the last;
-  the abs between the two sums keeps XLA from merging them back into one."""
+  the abs between the two sums keeps XLA from merging them back into one. Other backends
+  fuse the squaring into their reductions, and the reshape could cut across a sharded
+  leaf's shards, so there it is optax.tree.norm."""
+  if jax.default_backend() != "cpu":
+    return optax.tree.norm(tree)
   return jnp.sqrt(sum((_sum_of_squares(x) for x in jax.tree.leaves(tree)),
                       jnp.zeros([], jnp.float32)))
 
@@ -222,7 +226,7 @@ NORM_BLOCK_ROWS = 32
 
 
 def _sum_of_squares(x):
-  rows = x.size // x.shape[-1] if x.ndim else 1
+  rows = x.size // x.shape[-1] if x.ndim and x.shape[-1] else 1
   if rows < 2 * NORM_BLOCK_ROWS or rows % NORM_BLOCK_ROWS:
     return jnp.sum(x * x)
   blocks = x.reshape(rows // NORM_BLOCK_ROWS, NORM_BLOCK_ROWS, x.shape[-1])

@@ -135,5 +135,6 @@ def test_global_norm_equals_the_float64_norm():
   np.testing.assert_allclose(float(got), exact, rtol=1e-6)
   np.testing.assert_allclose(float(got), float(optax.tree.norm(tree)), rtol=1e-6)
   assert float(optim.global_norm({})) == 0.0
+  assert float(optim.global_norm({"a": jnp.zeros((0, 3)), "b": jnp.zeros((3, 0))})) == 0.0
   assert not np.isfinite(float(optim.global_norm({"a": jnp.full((64, 8), jnp.inf)})))
   assert np.isnan(float(optim.global_norm({"a": jnp.zeros((64, 8)).at[3, 1].set(jnp.nan)})))
