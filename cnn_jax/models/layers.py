@@ -363,18 +363,20 @@ def pools_first(conv, activation, pool) -> bool:
   """Whether the layers conv -> ReLU -> max-pool run pool-first on their lowering
   (lowering.max_pool_bias_relu: the same values, less elementwise work; the CPU route, with
   non-overlapping windows)."""
-  return (isinstance(conv, Conv) and isinstance(activation, Activation)
-          and activation.name == "relu" and isinstance(pool, Pool) and pool.kind == "max"
-          and lowering_.resolve(conv.lowering) == "cpu"
+  return (_conv_relu_on_cpu(conv, activation) and isinstance(pool, Pool) and pool.kind == "max"
           and lowering_.pools_first(pool.window, pool.stride, pool.padding))
+
+
+def _conv_relu_on_cpu(conv, activation) -> bool:
+  return (isinstance(conv, Conv) and isinstance(activation, Activation)
+          and activation.name == "relu" and lowering_.resolve(conv.lowering) == "cpu")
 
 
 def relu_as_reduction(conv, activation) -> bool:
   """Whether the layers conv -> ReLU (with no max-pool after them: pools_first) compute their
   bias and ReLU as a reduction (lowering.bias_relu_as_reduction; the CPU route)."""
-  return (isinstance(conv, Conv) and isinstance(activation, Activation)
-          and activation.name == "relu" and conv.bias is not None
-          and lowering_.resolve(conv.lowering) == "cpu" and lowering_.CONV_RELU_AS_REDUCTION)
+  return (_conv_relu_on_cpu(conv, activation) and conv.bias is not None
+          and lowering_.CONV_RELU_AS_REDUCTION)
 
 
 def conv_relu(conv, x):

@@ -26,10 +26,17 @@ or in-process A/B timing of the train step, 2 cores):
     benchmarks/lowering_ab.py);
   - where that convolution is shallow (stride 1, at most 18 inputs per output: the small
     CNN's conv1), it is computed inside the pooling, from strided views of the input, and the
-    full-resolution map is never written (small CNN step: 0.78 to 0.89 of the time).
-Other convolutions, and the gradients of all, are XLA's either way: its kernel gradients beat
-an im2col matrix product on every shape measured (README, "Performance"); that product
-contracts over N*H*W, a shape the CPU's matrix kernels handle slowly.
+    full-resolution map is never written (small CNN step: 0.78 to 0.89 of the time);
+  - the bias and ReLU before a non-overlapping max-pool are computed inside the pooling
+    reduction, and after a convolution with no max-pool as a reduction
+    (bias_relu_as_reduction), so that XLA computes the activation once rather than inside
+    the transposed copy for the next kernel gradient (small CNN 0.961, VGG A 0.969 and
+    0.948 of the step);
+  - a convolution whose kernel spans its whole input (LeNet-5's C5) is a matrix product
+    (LeNet-5's step 0.829 at batch 128).
+Other convolutions, and the gradients of all convolutions, are XLA's either way: its kernel
+gradients beat an im2col matrix product on every shape measured (README, "Performance");
+that product contracts over N*H*W, a shape the CPU's matrix kernels handle slowly.
 
 'auto' is 'cpu' on the CPU backend and 'xla' elsewhere. `python run.py bench --peer_lowering`
 measures one against the other.
@@ -253,9 +260,14 @@ def _pool_bias_relu_fwd(y, bias, window):
   return out, (_first_max(views, out), out, y.shape)
 
 
+def _relu_grad(out, dout):
+  """The gradient through a ReLU from its output: none where it is 0 (as jax.nn.relu)."""
+  return jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
+
+
 def _pool_bias_relu_bwd(window, residuals, dout):
   first, out, shape = residuals
-  g = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
+  g = _relu_grad(out, dout)
   (dy,) = _max_pool_bwd(window, (first, shape), g)
   return dy, _bias_grad(g)
 
@@ -379,7 +391,7 @@ def _bias_relu_as_reduction_fwd(y, bias):
 
 
 def _bias_relu_as_reduction_bwd(out, dout):
-  g = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))  # relu's gradient at 0 is 0
+  g = _relu_grad(out, dout)
   return g, _bias_grad(g)
 
 
@@ -469,8 +481,8 @@ def _max_and_first(views, initial):
 
 def _conv_max_pool_bwd(padding, window, relu, residuals, dout):
   x, kernel, first, out = residuals
-  if relu:  # the ReLU passes no gradient where the activation is 0
-    dout = jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
+  if relu:
+    dout = _relu_grad(out, dout)
   conv_shape, _ = _pooled_shapes(x.shape, kernel.shape, padding, window)
   (dy,) = _max_pool_bwd(window, (first, conv_shape), dout)
   _, conv_vjp = jax.vjp(lambda x, k: _conv(x, k, (1, 1), padding, 1), x, kernel)
