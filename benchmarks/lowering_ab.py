@@ -3,7 +3,12 @@ timed in one process.
 
 This machine's speed drifts by 10% and more between runs minutes apart, which hides a 5%
 change when two runs are compared. Here both steps are compiled in the same process and timed
-in alternating rounds, and the median of each is printed with their ratio.
+in alternating rounds, and the median of each is printed with their ratio, and the range of
+the ratios round by round.
+
+`--rewrite=none` compiles the same step twice (an A/A comparison): the method's own noise,
+which a rewrite's ratio has to clear. On 2026-11-30, nine such comparisons of identical
+compiled steps gave 0.902 to 1.025 (README, "Performance").
 
   .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
       --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N]
@@ -18,6 +23,7 @@ Rewrites (cnn_jax/models/lowering.py):
                   non-overlapping pooling reduction (off: elementwise after it)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
   conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
+  none            nothing: the same step twice (A/A), the noise floor
 Other step changes (on: cnn_jax's, off: the plain form):
   blocked_norm    the gradient norm as optim.global_norm (off: optax.tree.norm)
 Config switches (on: True, off: False):
@@ -91,7 +97,7 @@ def compiled_steps(cfg, rewrite: str, xla_options: dict | None = None) -> dict:
 @contextlib.contextmanager
 def switched(cfg, rewrite: str, on: bool):
   """The rewrite's predicate patched to never hold (off), or the config switch set to `on`."""
-  if rewrite in ("xla", "huge_pages"):  # the difference is in the options, or at run time
+  if rewrite in ("none", "xla", "huge_pages"):  # no difference, or in the options, or at run time
     yield
     return
   if rewrite in SWITCHES:
@@ -121,7 +127,7 @@ def main(argv=None) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
   p.add_argument("--rewrite", required=True,
-                 choices=sorted({**REWRITES, **SWITCHES, "xla": 0, "huge_pages": 0}))
+                 choices=sorted({**REWRITES, **SWITCHES, "none": 0, "xla": 0, "huge_pages": 0}))
   p.add_argument("--xla_option", action="append", default=[],
                  help="with --rewrite=xla: NAME=VALUE, an XLA compile option for 'on'")
   p.add_argument("--rounds", type=int, default=6)
@@ -153,8 +159,10 @@ def main(argv=None) -> None:
   for variant, t in times.items():
     print(f"{args.rewrite} {variant:3s}: median {med[variant]:8.2f} ms per step "
           f"(rounds: {', '.join(f'{x:.1f}' for x in t)})")
+  per_round = [a / b for a, b in zip(times["on"], times["off"])]
   print(f"{cfg.model.name}:{cfg.model.variant} batch {cfg.train.batch_size}: on / off = "
-        f"{med['on'] / med['off']:.3f}")
+        f"{med['on'] / med['off']:.3f} (round by round {min(per_round):.3f} to "
+        f"{max(per_round):.3f})")
 
 
 if __name__ == "__main__":

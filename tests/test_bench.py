@@ -289,3 +289,27 @@ def test_tf_data_thread_limit_changes_nothing_but_speed():
   cfg.data.threads = -1
   with pytest.raises(config.ConfigError, match="data.threads"):
     data.validate(cfg.data, (28, 28, 1))
+
+
+def test_lowering_ab_switches_each_rewrite_and_none_compiles_the_same_step():
+  import re
+  from benchmarks import lowering_ab
+  for name, (module, attr, off) in lowering_ab.REWRITES.items():
+    original = getattr(module, attr)
+    with lowering_ab.switched(None, name, on=False):
+      assert getattr(module, attr) is off, name
+    assert getattr(module, attr) is original, name
+
+  cfg = lowering_ab.load(f"{ROOT}/configs/simple_cnn.py", 8)
+
+  def texts(rewrite):
+    steps = lowering_ab.compiled_steps(cfg, rewrite)
+    hlo = [steps[v][0].as_text() for v in ("on", "off")]
+    return [re.sub(r", metadata=\{[^}]*\}", "", "\n".join(  # the program, not its source map
+        line for line in text.splitlines() if line.startswith(("%", " ", "ENTRY", "}"))))
+        for text in hlo]
+
+  same = texts("none")
+  assert same[0] == same[1]  # the A/A comparison times one program twice
+  differ = texts("pool_first")
+  assert differ[0] != differ[1] and differ[1] != same[0] and differ[0] == same[0]
