@@ -20,7 +20,8 @@ Rewrites (cnn_jax/models/lowering.py):
                   gradient by stride phase, pool-first after conv -> ReLU (off: the maximum
                   of the strided views and its autodiff, and no pool-first at all)
   relu_in_reduction  within pool_first and shallow_conv, the bias and ReLU inside the
-                  non-overlapping pooling reduction (off: elementwise after it)
+                  non-overlapping pooling reduction (off: the ReLU elementwise after it,
+                  and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
   conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
   none            nothing: the same step twice (A/A), the noise floor

@@ -3,6 +3,7 @@ once per run, bfloat16 compute keeps float32 parameters, and `run.py bench` repo
 figures."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
+from benchmarks import lowering_ab
 from cnn_jax import bench, config, huge_pages, models, train
-from cnn_jax.models import lowering
+from cnn_jax.models import layers, lowering
 from conftest import ROOT
 from helpers import load_config
 
@@ -152,7 +154,6 @@ def test_bias_relu_as_reduction_equals_relu_of_the_sum():
   np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
   vgg = dict(models.build(config.validate(load_config("vgg.py", "small_A")).model,
                           seed=0).layers())
-  from cnn_jax.models import layers
   on_cpu = jax.default_backend() == "cpu"
   assert layers.relu_as_reduction(vgg["conv3_1"], vgg["conv3_1_relu"]) == on_cpu
   assert not layers.relu_as_reduction(vgg["conv3_1"], vgg["conv3_2"])
@@ -168,7 +169,6 @@ def test_shallow_convolutions_only_go_inside_the_pooling():
 
 
 def test_pool_first_applies_to_conv_relu_max_pool_only():
-  from cnn_jax.models import layers
   built = {c: dict(models.build(config.validate(load_config(*c)).model, seed=0).layers())
            for c in [("simple_cnn.py", None), ("alexnet.py", "paper"), ("alexnet.py", "torchvision")]}
   cnn, alexnet = built[("simple_cnn.py", None)], built[("alexnet.py", "paper")]
@@ -291,9 +291,14 @@ def test_tf_data_thread_limit_changes_nothing_but_speed():
     data.validate(cfg.data, (28, 28, 1))
 
 
+def _program(compiled) -> str:
+  """A compiled step's HLO without its source map and metadata, for comparing programs."""
+  lines = (line for line in compiled.as_text().splitlines()
+           if line.startswith(("%", " ", "ENTRY", "}")))
+  return re.sub(r", metadata=\{[^}]*\}", "", "\n".join(lines))
+
+
 def test_lowering_ab_switches_each_rewrite_and_none_compiles_the_same_step():
-  import re
-  from benchmarks import lowering_ab
   for name, (module, attr, off) in lowering_ab.REWRITES.items():
     original = getattr(module, attr)
     with lowering_ab.switched(None, name, on=False):
@@ -304,10 +309,7 @@ def test_lowering_ab_switches_each_rewrite_and_none_compiles_the_same_step():
 
   def texts(rewrite):
     steps = lowering_ab.compiled_steps(cfg, rewrite)
-    hlo = [steps[v][0].as_text() for v in ("on", "off")]
-    return [re.sub(r", metadata=\{[^}]*\}", "", "\n".join(  # the program, not its source map
-        line for line in text.splitlines() if line.startswith(("%", " ", "ENTRY", "}"))))
-        for text in hlo]
+    return [_program(steps[v][0]) for v in ("on", "off")]
 
   same = texts("none")
   assert same[0] == same[1]  # the A/A comparison times one program twice
