@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NoReturn
 
 from absl import app, flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, "configs", "simple_cnn.py")
 COMMANDS = ("train", "eval", "summary", "study", "bench")
 FLAGS = flags.FLAGS
 
@@ -31,7 +33,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   from ml_collections import config_flags
   config_flags.DEFINE_config_file(
-      "config", os.path.join(HERE, "configs", "simple_cnn.py"),
+      "config", DEFAULT_CONFIG,
       "Config file, optionally with a variant: configs/vgg.py:D", lock_config=True)
   flags.DEFINE_bool("json", False, "summary, bench: print one JSON object instead of the table.")
   flags.DEFINE_float("seconds", 5.0, "bench: seconds to time each measurement.")
@@ -51,6 +53,9 @@ def define_flags() -> None:
   flags.DEFINE_bool("collect_only", False, "study: only gather the finished runs' results.")
   flags.DEFINE_bool("allow_config_change", False, "train: continue a work directory whose "
                     "recorded run has a different config.")
+  flags.DEFINE_bool("discard_unreadable_checkpoints", False, "train: when every checkpoint in "
+                    "the work directory is unreadable, move them all to checkpoints.corrupt/ "
+                    "and train from step 0 (without it the run stops and moves nothing).")
   # A run over several processes (hosts): SLURM and Open MPI launches are detected by
   # themselves; --distributed lets JAX detect a Cloud TPU pod or Kubernetes; or give all three.
   flags.DEFINE_bool("distributed", False, "train, eval: start jax.distributed and detect the "
@@ -62,22 +67,42 @@ def define_flags() -> None:
                        "num_processes - 1.")
 
 
-def fail(e: BaseException, argv: list[str]) -> None:
-  """Prints `e` as one line naming the problem and the fix, and exits with status 2."""
-  message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-  if isinstance(e, (AttributeError, KeyError)):  # an override names no existing key
-    key = message.strip("\"'")
-    bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
-    message = (f"{bad[0] if bad else key}: no such config key {key!r}; "
-               "see the config file for the keys it has")
-  elif isinstance(e, OSError):
-    given = [a for a in argv if a.startswith("--config=")]
-    message = f"{given[-1] if given else '--config'}: cannot load the config file; check the path"
-  print(f"error: {message}", file=sys.stderr)
+def fail(message: str) -> NoReturn:
+  """Prints `message` as the one line `error: ...` and exits with status 2."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
 
 
-CLI_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError)
+def command_line_error(e: BaseException, argv: list[str]) -> str:
+  """One line for a mistake in the flags, the overrides or a config file: parsing them runs
+  nothing of ours but the config file itself, so any failure there is the user's to fix."""
+  lines = [ln for ln in (str(e.args[0]) if e.args else str(e)).strip().splitlines() if ln]
+  first = lines[0] if lines else type(e).__name__
+  if isinstance(e, SyntaxError):
+    return f"{e.filename} line {e.lineno}: {e.msg}; fix the config file"
+  if isinstance(e, (AttributeError, KeyError)) and not _config_frame(e, argv):
+    key = first.strip("\"'")
+    bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
+    hint = f" ({lines[1].strip().rstrip('?').lower()}?)" if len(lines) > 1 else ""
+    return (f"{bad[0] if bad else key}: no such config key {key!r}{hint}; "
+            "see the config file for the keys it has")
+  if isinstance(e, OSError) and not _config_frame(e, argv):
+    given = [a for a in argv if a.startswith("--config=")]
+    return f"{given[-1] if given else '--config'}: cannot load the config file; check the path"
+  where = _config_frame(e, argv)
+  if where:  # raised by the config file's own code
+    return f"{where}: {type(e).__name__}: {first}; fix the config file"
+  return first
+
+
+def _config_frame(e: BaseException, argv: list[str]) -> str:
+  """'FILE line N' of the innermost frame of `e` in the config file given, if any."""
+  import traceback
+  given = [a[len("--config="):] for a in argv if a.startswith("--config=")]
+  path = given[-1].partition(":")[0] if given else DEFAULT_CONFIG
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return f"{frames[-1].filename} line {frames[-1].lineno}" if frames else ""
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -86,8 +111,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
     FLAGS.config.get("model")  # loading errors surface here, not at first use
     return rest
-  except (UserError, *CLI_ERRORS) as e:
-    fail(e, argv)
+  except UserError as e:
+    fail(str(e).strip().splitlines()[0])
+  except Exception as e:  # noqa: BLE001 - parsing flags and loading a config file only
+    fail(command_line_error(e, argv))
 
 
 def summary(cfg) -> None:
@@ -112,7 +139,8 @@ def workdir(cfg) -> str:
 
 def train(cfg) -> None:
   from cnn_jax import train as trainer
-  trainer.train(cfg, workdir(cfg), allow_config_change=FLAGS.allow_config_change)
+  trainer.train(cfg, workdir(cfg), allow_config_change=FLAGS.allow_config_change,
+                discard_unreadable=FLAGS.discard_unreadable_checkpoints)
 
 
 def evaluate(cfg) -> None:
@@ -144,7 +172,7 @@ def main(argv) -> None:
                           FLAGS.distributed)
     {"train": train, "eval": evaluate, "summary": summary, "bench": bench}[command](cfg)
   except UserError as e:
-    fail(e, argv)
+    fail(str(e).strip().splitlines()[0])
   except preemption.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved, resumable
     print(f"{e}", file=sys.stderr, flush=True)
     sys.exit(e.exit_status)
@@ -160,6 +188,6 @@ if __name__ == "__main__":
   huge_pages.reexec()  # first: glibc reads its tunables at process start
   try:
     define_flags()  # parses the default config, with any overrides, right away
-  except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
-    fail(e, sys.argv)
+  except Exception as e:  # noqa: BLE001 - parsing flags and loading a config file only
+    fail(command_line_error(e, sys.argv))
   app.run(main, flags_parser=parse_flags)

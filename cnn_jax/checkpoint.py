@@ -17,7 +17,8 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from cnn_jax.errors import ConfigError, UserError
+from cnn_jax import schema
+from cnn_jax.errors import UserError
 from cnn_jax.metrics import EVAL_METRICS
 
 
@@ -30,30 +31,35 @@ def defaults() -> ml_collections.ConfigDict:
   })
 
 
+RULES = {
+    "every_steps": schema.at_least(0, "0 = at every evaluation", integer=True),
+    "keep": schema.at_least(1, "newest checkpoints kept", integer=True),
+    "best_metric": schema.Choice(("", *EVAL_METRICS)),
+    "async_save": schema.Bool(),
+}
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-  if not (isinstance(c.keep, int) and c.keep >= 1):
-    raise ConfigError(f"checkpoint.keep={c.keep!r} must be an int >= 1")
-  if not (isinstance(c.every_steps, int) and c.every_steps >= 0):
-    raise ConfigError(f"checkpoint.every_steps={c.every_steps!r} must be an int >= 0")
-  if c.best_metric and c.best_metric not in EVAL_METRICS:
-    raise ConfigError(f"checkpoint.best_metric={c.best_metric!r} must be eval_top1, eval_top5, "
-                      "eval_loss or '' (off)")
+  schema.check("checkpoint.", c, RULES)
 
 
 class Checkpoints:
   """Save and restore the train state under `directory` (one sub-folder per step)."""
 
-  def __init__(self, directory: str, c: ml_collections.ConfigDict):
+  def __init__(self, directory: str, c: ml_collections.ConfigDict, read_only: bool = False):
     policies = [pp.LatestN(c.keep)]
     if c.best_metric:
       policies.append(pp.BestN(get_metric_fn=lambda m: m[c.best_metric],
                                reverse=c.best_metric.endswith("loss"), n=1,
                                keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=pp.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=c.async_save, create=True, cleanup_tmp_directories=True)
+        preservation_policy=pp.AnyPreservationPolicy(policies), read_only=read_only,
+        enable_async_checkpointing=c.async_save, create=not read_only,
+        cleanup_tmp_directories=not read_only)
     try:
-      self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+      self.manager = ocp.CheckpointManager(
+          os.path.abspath(directory), options=options,
+          item_handlers={"state": ocp.StandardCheckpointHandler()})
     except OSError as e:
       raise UserError(f"cannot create checkpoints in {directory} ({e.strerror}); "
                       "choose a writable --workdir") from e
@@ -92,10 +98,30 @@ class Checkpoints:
                       metrics=metrics)
 
   def restore(self, step: int, like):
-    """The state saved at `step`, with the structure, shapes and shardings of `like`."""
+    """The state saved at `step`, with the structure, shapes and shardings of `like`.
+
+    This is the one place where a failed restore is classified: a checkpoint whose own
+    metadata cannot be read, or whose arrays cannot be read once the metadata fits, raises
+    `Unreadable` (the caller may move it aside); one that reads but holds other parameters
+    than `like` (another width, another norm) raises `Mismatch`, a UserError: the
+    checkpoint is fine, the config is not, and nothing is touched.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    try:
+      stored = self.manager.item_metadata(step)["state"]
+      if stored is None:
+        raise FileNotFoundError(f"no state in {self.directory}/{step}")
+      stored = ocp.tree.to_flat_dict(stored)
+    except Exception as e:  # noqa: BLE001 - whatever the reason, its metadata is unreadable
+      raise Unreadable(step, e) from e
+    difference = _difference(stored, ocp.tree.to_flat_dict(abstract))
+    if difference:
+      raise Mismatch(step, difference)
+    try:
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # noqa: BLE001 - the metadata fits, so the arrays are damaged
+      raise Unreadable(step, e) from e
     return restored.state
 
   def wait(self) -> None:
@@ -103,6 +129,44 @@ class Checkpoints:
 
   def close(self) -> None:
     self.manager.close()
+
+
+class Unreadable(Exception):
+  """A checkpoint that cannot be read on its own terms: missing or truncated files, a bad
+  index. (Not a UserError: the caller decides whether to fall back or to stop.)"""
+
+  def __init__(self, step: int, cause: BaseException):
+    self.step, self.cause = step, cause
+    super().__init__(f"the checkpoint at step {step} is unreadable "
+                     f"({' '.join(f'{type(cause).__name__}: {cause}'.split())[:200]})")
+
+
+class Mismatch(UserError):
+  """A readable checkpoint whose parameters do not fit the config's model."""
+
+  def __init__(self, step: int, difference: str):
+    self.step, self.difference = step, difference
+    super().__init__(f"the checkpoint at step {step} does not fit the config: {difference}")
+
+
+def _name(key: tuple) -> str:
+  parts = [str(k) for k in key]
+  return "/".join(parts[:-1] if parts[-1] == "value" else parts)
+
+
+def _difference(stored: dict, wanted: dict) -> str:
+  """The first parameter (then any other array) whose presence or shape differs, in words;
+  '' if none."""
+  keys = sorted(set(stored) | set(wanted), key=lambda k: (k[0] != "params", k))
+  for key in keys:
+    if key not in wanted:
+      return f"{_name(key)} is in the checkpoint but not in the config's model"
+    if key not in stored:
+      return f"{_name(key)} is in the config's model but not in the checkpoint"
+    have, want = tuple(stored[key].shape), tuple(wanted[key].shape)
+    if have != want:
+      return f"{_name(key)} is {have} in the checkpoint and {want} in the config"
+  return ""
 
 
 def fingerprint(params) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from cnn_jax import schema
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import FAMILIES, knobs
 from cnn_jax.models import family as model_family
@@ -71,35 +72,51 @@ def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDic
   return cfg
 
 
-def _choice(key, value, choices):
-  if value not in choices:
-    raise ConfigError(f"{key}={value!r} is not allowed; use one of {list(choices)}")
+def model_rules() -> dict:
+  return {
+      "name": schema.Choice(FAMILIES),
+      "variant": schema.Str(nonempty=True),
+      "num_classes": schema.at_least(2, "classes; a classifier needs two", integer=True),
+      "norm": schema.Choice(knobs.NORMS),
+      "stem": schema.Choice(knobs.STEMS),
+      "pooling": schema.Choice(knobs.POOLINGS),
+      "head": schema.Choice(knobs.HEADS),
+      "width": schema.positive("e.g. 0.5 or 2.0"),
+      "dropout": schema.fraction("AlexNet and VGG: 0.5"),
+      "activation": schema.Choice(("paper", *ACTIVATIONS)),
+      "output": schema.Choice(("paper", "dense", "rbf")),
+      "init": schema.Str(nonempty=True),
+      "dtype": schema.Choice(DTYPES),
+      "lowering": schema.Choice(LOWERINGS),
+  }
+
+
+TRAIN_RULES = {
+    "batch_size": schema.at_least(1, "examples per update", integer=True),
+    "eval_batch_size": schema.at_least(1, integer=True),
+    "epochs": schema.at_least(0, "or set train.steps"),
+    "steps": schema.at_least(0, "0 = use train.epochs", integer=True),
+    "eval_every_epochs": schema.at_least(0, "or set train.eval_every_steps"),
+    "eval_every_steps": schema.at_least(0, "0 = use train.eval_every_epochs", integer=True),
+    "log_every_steps": schema.at_least(1, integer=True),
+    "skip_nonfinite": schema.Bool(),
+}
+SEED = schema.at_least(0, "e.g. 0", integer=True)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks every key of the config once; raises ConfigError naming the first bad one."""
   m = cfg.model
-  _choice("model.name", m.name, FAMILIES)
+  schema.check_value("model.name", m.name, schema.Choice(FAMILIES))
   model_family(m.name, m.variant)  # checks the variant
+  schema.check_keys(m, model_config(m.name, m.variant), "model.")
+  schema.check_finite(cfg)
   shape = m.input_shape
   if (not isinstance(shape, (tuple, list)) or len(shape) != 3
-      or not all(isinstance(d, int) and d > 0 for d in shape)):
+      or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
     raise ConfigError(f"model.input_shape={shape!r} must be three positive ints (H, W, C), "
                       "e.g. --config.model.input_shape='(224, 224, 3)'")
-  if not isinstance(m.num_classes, int) or m.num_classes < 1:
-    raise ConfigError(f"model.num_classes={m.num_classes!r} must be a positive int")
-  _choice("model.norm", m.norm, knobs.NORMS)
-  _choice("model.stem", m.stem, knobs.STEMS)
-  _choice("model.pooling", m.pooling, knobs.POOLINGS)
-  _choice("model.head", m.head, knobs.HEADS)
-  _choice("model.activation", m.activation, ("paper", *ACTIVATIONS))
-  _choice("model.output", m.output, ("paper", "dense", "rbf"))
-  _choice("model.dtype", m.dtype, DTYPES)
-  _choice("model.lowering", m.lowering, LOWERINGS)
-  if not m.width > 0:
-    raise ConfigError(f"model.width={m.width!r} must be positive, e.g. 0.5 or 2.0")
-  if not 0.0 <= m.dropout < 1.0:
-    raise ConfigError(f"model.dropout={m.dropout!r} must be in [0, 1)")
+  schema.check("model.", m, model_rules())
   if m.init != "paper":
     try:
       initializer(m.init)
@@ -111,27 +128,35 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return cfg
 
 
+def check_batch_split(cfg, data_devices: int = 1) -> None:
+  """The global batch must split over the `data` devices, each share into the micro-batches."""
+  parts = data_devices * cfg.optim.accumulate_steps
+  if cfg.train.batch_size % parts:
+    raise ConfigError(
+        f"train.batch_size={cfg.train.batch_size} must split evenly"
+        + (f" over the {data_devices} devices of mesh axis 'data'" if data_devices > 1 else "")
+        + (f" into optim.accumulate_steps={cfg.optim.accumulate_steps} micro-batches"
+           if cfg.optim.accumulate_steps > 1 else "")
+        + f"; use a multiple of {parts}")
+
+
 def _validate_training(cfg) -> None:
   from cnn_jax import checkpoint, data, optim, parallel
+  reference = base(cfg.model.name, cfg.model.variant)
+  for group in reference:
+    if group not in cfg:
+      raise ConfigError(f"the config has no {group!r} group; start it from config.base(...)")
+  schema.check_keys(cfg, reference)  # every group, recursively
   data.validate(cfg.data, image_shape=tuple(cfg.model.input_shape))
   optim.validate(cfg.optim)
   checkpoint.validate(cfg.checkpoint)
   parallel.validate(cfg.mesh)
+  schema.check("train.", cfg.train, TRAIN_RULES)
+  schema.check_value("seed", cfg.seed, SEED)
   t = cfg.train
-  for key in ("batch_size", "eval_batch_size", "log_every_steps"):
-    if not (isinstance(t[key], int) and t[key] >= 1):
-      raise ConfigError(f"train.{key}={t[key]!r} must be a positive int")
-  for key in ("steps", "eval_every_steps"):
-    if not (isinstance(t[key], int) and t[key] >= 0):
-      raise ConfigError(f"train.{key}={t[key]!r} must be an int >= 0 (0 = use epochs)")
   if not (t.epochs > 0 or t.steps > 0):
     raise ConfigError(f"train.epochs={t.epochs!r} must be positive (or set train.steps)")
   if not (t.eval_every_epochs > 0 or t.eval_every_steps > 0):
-    raise ConfigError(f"train.eval_every_epochs={t.eval_every_epochs!r} must be positive")
-  if t.batch_size % cfg.optim.accumulate_steps:
-    raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by "
-                      f"optim.accumulate_steps={cfg.optim.accumulate_steps}")
-  if not isinstance(t.skip_nonfinite, bool):
-    raise ConfigError(f"train.skip_nonfinite={t.skip_nonfinite!r} must be True or False")
-  if not isinstance(cfg.seed, int):
-    raise ConfigError(f"seed={cfg.seed!r} must be an int")
+    raise ConfigError(f"train.eval_every_epochs={t.eval_every_epochs!r} must be positive "
+                      "(or set train.eval_every_steps)")
+  check_batch_split(cfg)

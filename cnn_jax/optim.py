@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from cnn_jax import schema
 from cnn_jax.errors import ConfigError
 from cnn_jax.metrics import EVAL_METRICS
 
@@ -49,33 +50,42 @@ def defaults() -> ml_collections.ConfigDict:
   })
 
 
+RULES = {
+    "name": schema.Choice(OPTIMIZERS),
+    "schedule": schema.Choice(SCHEDULES),
+    "lr": schema.positive("e.g. 0.01"),
+    "momentum": schema.fraction("e.g. 0.9"),
+    "nesterov": schema.Bool(),
+    "b1": schema.fraction("e.g. 0.9"),
+    "b2": schema.fraction("e.g. 0.999"),
+    "eps": schema.positive("e.g. 1e-8"),
+    "weight_decay": schema.at_least(0, "e.g. 5e-4; 0 = off"),
+    "weight_decay_params": schema.Str(),
+    "warmup_epochs": schema.at_least(0, "0 = off"),
+    "decay_factor": schema.fraction("e.g. 0.1", high_open=False, low_open=True),
+    "plateau_metric": schema.Choice(EVAL_METRICS),
+    "plateau_patience": schema.at_least(1, "evaluations without improvement", integer=True),
+    "plateau_min_delta": schema.at_least(0),
+    "plateau_max_decays": schema.at_least(0, "AlexNet: 3", integer=True),
+    "label_smoothing": schema.fraction("e.g. 0.1; 0 = off"),
+    "accumulate_steps": schema.at_least(1, "micro-batches per update", integer=True),
+    "clip_norm": schema.at_least(0, "0 = off"),
+    "freeze": schema.Str(),
+}
+
+
 def validate(o: ml_collections.ConfigDict) -> None:
-  if o.name not in OPTIMIZERS:
-    raise ConfigError(f"optim.name={o.name!r} is not allowed; use one of {list(OPTIMIZERS)}")
-  if o.schedule not in SCHEDULES:
-    raise ConfigError(f"optim.schedule={o.schedule!r} is not allowed; "
-                      f"use one of {list(SCHEDULES)}")
-  for key in ("lr", "weight_decay", "warmup_epochs", "clip_norm", "label_smoothing"):
-    if not o[key] >= 0:
-      raise ConfigError(f"optim.{key}={o[key]!r} must be >= 0")
-  if not o.lr > 0:
-    raise ConfigError(f"optim.lr={o.lr!r} must be positive, e.g. 0.01")
-  if not 0 <= o.momentum < 1:
-    raise ConfigError(f"optim.momentum={o.momentum!r} must be in [0, 1)")
-  if not 0 < o.decay_factor <= 1:
-    raise ConfigError(f"optim.decay_factor={o.decay_factor!r} must be in (0, 1]")
-  if not o.label_smoothing < 1:
-    raise ConfigError(f"optim.label_smoothing={o.label_smoothing!r} must be < 1")
-  if not (isinstance(o.accumulate_steps, int) and o.accumulate_steps >= 1):
-    raise ConfigError(f"optim.accumulate_steps={o.accumulate_steps!r} must be an int >= 1")
-  if o.schedule == "step" and not o.decay_epochs:
+  schema.check("optim.", o, RULES)
+  epochs = o.decay_epochs
+  if not (isinstance(epochs, (tuple, list))
+          and all(schema.Num(low=0, low_open=True).ok(e) for e in epochs)):
+    raise ConfigError(f"optim.decay_epochs={epochs!r} must be a tuple of positive epochs, "
+                      "e.g. '(30, 60)'")
+  if o.schedule == "step" and not epochs:
     raise ConfigError("optim.schedule='step' needs optim.decay_epochs, e.g. "
                       "--config.optim.decay_epochs='(30, 60)'")
-  if list(o.decay_epochs) != sorted(o.decay_epochs):
-    raise ConfigError(f"optim.decay_epochs={tuple(o.decay_epochs)} must be increasing")
-  if o.plateau_metric not in EVAL_METRICS:
-    raise ConfigError(f"optim.plateau_metric={o.plateau_metric!r} must be an eval metric: "
-                      "eval_top1, eval_top5 or eval_loss")
+  if list(epochs) != sorted(epochs):
+    raise ConfigError(f"optim.decay_epochs={tuple(epochs)} must be increasing")
   for key in ("weight_decay_params", "freeze"):
     try:
       re.compile(o[key])

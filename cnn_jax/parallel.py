@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from cnn_jax import schema
 from cnn_jax.errors import ConfigError, UserError
 
 AXES = ("data", "model")
@@ -75,13 +76,16 @@ def _check_spec(where: str, spec) -> None:
                     f"{list(AXES)} or None per dimension, 'out:model', 'in:model' or 'fsdp'")
 
 
+RULES = {
+    "data": schema.Num(low=1, integer=True, also=(-1,), hint="devices; -1 = all not on `model`"),
+    "model": schema.at_least(1, "devices", integer=True),
+    "layout": schema.Choice(LAYOUTS),
+    "fsdp_min_size": schema.at_least(1, "elements", integer=True),
+}
+
+
 def validate(m: ml_collections.ConfigDict) -> None:
-  for key in ("data", "model"):
-    if not (isinstance(m[key], int) and (m[key] >= 1 or (key == "data" and m[key] == -1))):
-      raise ConfigError(f"mesh.{key}={m[key]!r} must be a positive int"
-                        + (" or -1 (all remaining devices)" if key == "data" else ""))
-  if m.layout not in LAYOUTS:
-    raise ConfigError(f"mesh.layout={m.layout!r} is not allowed; use one of {list(LAYOUTS)}")
+  schema.check("mesh.", m, RULES)
   if not isinstance(m.rules, (tuple, list)):
     raise ConfigError(f"mesh.rules={m.rules!r} must be a tuple of (regex, spec) pairs")
   for i, rule in enumerate(m.rules):
@@ -94,8 +98,6 @@ def validate(m: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"mesh.rules[{i}]: {rule[0]!r} is not a regular expression ({e})") \
           from None
     _check_spec(f"mesh.rules[{i}]", rule[1])
-  if not (isinstance(m.fsdp_min_size, int) and m.fsdp_min_size >= 1):
-    raise ConfigError(f"mesh.fsdp_min_size={m.fsdp_min_size!r} must be a positive int")
   if m.layout == "two_tower" and m.model != 2:
     raise ConfigError(f"mesh.layout='two_tower' puts each tower on one of the 2 devices of the "
                       f"model axis, but mesh.model={m.model}; set --config.mesh.model=2")

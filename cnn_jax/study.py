@@ -85,16 +85,28 @@ def load(spec: str) -> Study:
   """The Study of 'experiments/<file>.py[:scale]'."""
   path, _, scale = spec.partition(":")
   full = path if os.path.isabs(path) else os.path.join(ROOT, path)
-  if not os.path.exists(full):
+  if not os.path.isfile(full):
     raise UserError(f"--study={spec}: no such study file; see experiments/ for the studies")
   module_spec = importlib.util.spec_from_file_location(f"study_{os.path.basename(path)[:-3]}",
                                                        full)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
   try:
-    return module.get_study(scale or "small")
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f"--study={spec}: {e.filename} line {e.lineno}: {e.msg}; fix the study "
+                    "file") from None
+  except Exception as e:  # noqa: BLE001 - the study file's own code failed
+    raise UserError(f"--study={spec}: {type(e).__name__}: {e}; fix the study file") from None
+  if not callable(getattr(module, "get_study", None)):
+    raise UserError(f"--study={spec}: the file defines no get_study(scale); see "
+                    "experiments/lrn.py for the shape of a study file")
+  try:
+    study = module.get_study(scale or "small")
   except KeyError as e:
     raise UserError(f"--study={spec}: unknown scale {scale!r}; use small or paper") from e
+  if not isinstance(study, Study):
+    raise UserError(f"--study={spec}: get_study returned {type(study).__name__}, not a Study")
+  return study
 
 
 def _value(v) -> str:
@@ -179,6 +191,8 @@ def main(spec: str, study_dir: str | None, processes: int, slurm: bool, collect_
          slurm_options: str = "", results: str = RESULTS) -> int:
   """`python run.py study`: runs (or writes the SLURM array of) a study, then collects it."""
   from cnn_jax import collect
+  if processes < 1:
+    raise UserError(f"--processes={processes} must be at least 1 (runs trained at once)")
   study = load(spec)
   study_dir = study_dir or os.path.join(ROOT, "studies", study.name)
   runs = prepare(study, study_dir)

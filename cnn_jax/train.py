@@ -32,7 +32,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cnn_jax import checkpoint, data, inspect, metrics, models, optim, parallel, preemption
+from cnn_jax import checkpoint, config, data, inspect, metrics, models, optim, parallel, preemption
 from cnn_jax import workdir as workdirs
 from cnn_jax.errors import UserError
 
@@ -210,28 +210,58 @@ def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iter
 class Run:
   """A training run in a work directory: set-up, restore, loop, evaluation, checkpoints."""
 
-  def __init__(self, cfg, workdir: str, record_config: bool = True,
-               allow_config_change: bool = False):
-    self.cfg, self.workdir = cfg, workdir
+  def __init__(self, cfg, workdir: str, allow_config_change: bool = False,
+               mode: str = "train"):
+    """Sets the run up, writing nothing until it is known to be able to start: the lock
+    first where the directory exists (a second process is refused at once), then the
+    config, mesh, data and model, then the directory, checkpoints and logs. `mode='eval'`
+    reads the checkpoints and writes only its result."""
+    assert mode in ("train", "eval"), mode
+    self.cfg, self.workdir, self.mode = cfg, workdir, mode
     self.is_main = jax.process_index() == 0
-    self.record_config = record_config and self.is_main
+    self.lock = workdirs.Lock(workdir)
     workdirs.check_writable(workdir)
-    if record_config:
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if mode == "eval" and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+      raise UserError(f"no checkpoint in {checkpoints}; train first with "
+                      f"python run.py train --workdir={workdir}")
+    if os.path.isdir(workdir):
+      self._take_lock()
+    try:
+      self._set_up(cfg, workdir, allow_config_change)
+    except BaseException:
+      self.lock.release()
+      raise
+
+  def _take_lock(self) -> None:
+    """Process 0 takes the work directory's lock; every process learns whether it could."""
+    error = None
+    if self.is_main:
+      try:
+        self.lock.acquire()
+      except UserError as e:
+        error = e
+    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(
+        np.int32(error is None)) and error is None:
+      raise UserError(f"work directory {self.workdir} is in use (process 0 could not lock it)")
+    if error is not None:
+      raise error
+
+  def _set_up(self, cfg, workdir: str, allow_config_change: bool) -> None:
+    if self.mode == "train":
       workdirs.check_config(workdir, cfg, allow_config_change)
     self.mesh = parallel.make_mesh(cfg.mesh)
     data_devices = self.mesh.shape["data"]
-    if cfg.train.batch_size % (data_devices * cfg.optim.accumulate_steps):
-      raise UserError(f"train.batch_size={cfg.train.batch_size} must split evenly over the "
-                      f"{data_devices} devices of mesh axis 'data'"
-                      + (f" in each of optim.accumulate_steps={cfg.optim.accumulate_steps} "
-                         "micro-batches" if cfg.optim.accumulate_steps > 1 else "")
-                      + "; change the batch size or mesh.data")
+    config.check_batch_split(cfg, data_devices)
     # evaluation results do not depend on the eval batch: round it up to split evenly
     eval_batch = -(-cfg.train.eval_batch_size // data_devices) * data_devices
     share, shares = parallel.input_share(self.mesh)
     self.ds = data.build(cfg.data, image_shape=tuple(cfg.model.input_shape),
                          global_batch=cfg.train.batch_size, eval_batch=eval_batch,
                          seed=cfg.seed, process_index=share, process_count=shares)
+    if self.ds.num_classes < 2:
+      raise UserError(f"{cfg.data.name} has {self.ds.num_classes} class; a classifier needs at "
+                      "least two (for a folder dataset: one sub-folder per class)")
     if self.ds.num_classes != cfg.model.num_classes:
       raise UserError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.name} has "
                       f"{self.ds.num_classes} classes; set --config.model.num_classes="
@@ -252,9 +282,22 @@ class Run:
         lambda state, plateau, scale: state.replace(
             plateau=plateau, opt_state=optim.set_lr_scale(state.opt_state, scale)),
         out_shardings=self.state_sharding, donate_argnums=0)
-    self.ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
-    self.writer = metrics.Writer(workdir, enabled=self.is_main)
+    if self.mode == "train":  # everything checked: now the directory may be written
+      if self.is_main:
+        os.makedirs(workdir, exist_ok=True)
+      self._take_lock()
+    self.ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.checkpoint,
+                                       read_only=self.mode == "eval")
+    self.writer = metrics.Writer(workdir, enabled=self.is_main and self.mode == "train")
     self.stop = preemption.Flag()  # set by SIGTERM / SIGINT while train() runs
+
+  def close(self) -> None:
+    """Waits for checkpoint writes, closes the logs and gives the work directory up."""
+    try:
+      self.ckpt.close()
+      self.writer.close()
+    finally:
+      self.lock.release()
 
   # -- evaluation --------------------------------------------------------------------------
   def evaluate(self) -> dict:
@@ -274,32 +317,77 @@ class Run:
             "eval_top5": float(sums["top5"]) / n}
 
   # -- checkpoints -------------------------------------------------------------------------
-  def restore(self, step: int | str = "latest") -> int:
+  def restore(self, step: int | str = "latest", discard_unreadable: bool = False) -> int:
     """Loads a checkpoint ('latest', 'best' or a step) into the state; returns its step (0 if
-    there is none). 'latest' falls back past unreadable checkpoints, moving each aside."""
-    if step == "latest":
-      for candidate in sorted(self.ckpt.all_steps(), reverse=True):
-        try:
-          self.state = self.ckpt.restore(candidate, self.state)
-          return int(candidate)
-        except Exception as e:  # noqa: BLE001 - any failure to read it makes it unusable
-          moved = self.ckpt.quarantine(candidate)
-          self._print(f"warning: the checkpoint at step {candidate} is unreadable "
-                      f"({_one_line(e)}); moved it to {moved}; trying the next newest",
-                      error=True)
-      return 0
-    step = self.ckpt.best_step() if step == "best" else int(step)
-    if step is None:
-      return 0
+    there is none).
+
+    'latest' falls back past unreadable checkpoints to the newest readable one; in a training
+    run those it passed are moved to `checkpoints.corrupt/`. If none is readable nothing is
+    moved and the run stops, unless `discard_unreadable` (the user's word) moves them all and
+    starts again. A checkpoint that reads but does not fit the config stops the run naming
+    the parameter: the config is wrong, not the checkpoint, and nothing is touched.
+    """
+    if step != "latest":
+      return self._restore_one(step)
+    unreadable = []
+    for candidate in sorted(self.ckpt.all_steps(), reverse=True):
+      try:
+        self.state = self._restore_checked(candidate)
+      except checkpoint.Unreadable as e:
+        unreadable.append(e)
+        continue
+      self._set_aside(unreadable, f"resuming from step {candidate}")
+      return int(candidate)
+    if unreadable and not (discard_unreadable and self.mode == "train"):
+      raise UserError(
+          f"all {len(unreadable)} checkpoints in {self.ckpt.directory} are unreadable "
+          f"({unreadable[0]}); nothing was moved: restore them from a backup, or run again "
+          "with --discard_unreadable_checkpoints to move them to checkpoints.corrupt/ and "
+          "train from step 0")
+    self._set_aside(unreadable, "training from step 0")
+    return 0
+
+  def _restore_checked(self, step: int):
     try:
-      self.state = self.ckpt.restore(step, self.state)
-    except FileNotFoundError as e:
-      raise UserError(f"no checkpoint at step {step} in {self.ckpt.directory}; "
-                      f"saved steps: {self.ckpt.all_steps()}") from e
-    except Exception as e:  # noqa: BLE001
-      raise UserError(f"the checkpoint at step {step} is unreadable ({_one_line(e)}); "
-                      "evaluate another one with --checkpoint=STEP") from e
-    return int(step)
+      return self.ckpt.restore(step, self.state)
+    except checkpoint.Mismatch as e:
+      recorded = workdirs.recorded_config(self.workdir)
+      changes = workdirs.config_changes(recorded, self.cfg) if recorded else []
+      raise UserError(f"{e} in {self.ckpt.directory}"
+                      + (f" (config.json differs: {'; '.join(changes[:3])})" if changes else "")
+                      + "; run with the config it was trained with, or use another "
+                      "--workdir; nothing was changed") from None
+
+  def _set_aside(self, unreadable: list, then: str) -> None:
+    """Moves (training) or names (evaluation) the unreadable checkpoints passed over."""
+    for e in unreadable:
+      if self.mode == "train":
+        self._print(f"warning: {e}; moved it to {self.ckpt.quarantine(e.step)}; {then}",
+                    error=True)
+      else:
+        self._print(f"warning: {e}; skipped it", error=True)
+
+  def _restore_one(self, which) -> int:
+    steps = self.ckpt.all_steps()
+    if which == "best":
+      step = self.ckpt.best_step()
+      if step is None:
+        raise UserError(f"no best checkpoint in {self.ckpt.directory} (checkpoint.best_metric"
+                        f"={self.cfg.checkpoint.best_metric!r}); saved steps: {steps}")
+    elif isinstance(which, int) or str(which).isdigit():
+      step = int(which)
+    else:
+      raise UserError(f"--checkpoint={which} must be latest, best or a step number; saved "
+                      f"steps: {steps}")
+    if step not in steps:
+      raise UserError(f"no checkpoint at step {step} in {self.ckpt.directory}; saved steps: "
+                      f"{steps}")
+    try:
+      self.state = self._restore_checked(step)
+    except checkpoint.Unreadable as e:
+      raise UserError(f"{e}; evaluate another one with --checkpoint=STEP (saved steps: "
+                      f"{steps})") from None
+    return step
 
   def _save(self, step: int, eval_metrics: dict | None) -> None:
     if self.ckpt.latest_step() == step:
@@ -308,20 +396,30 @@ class Run:
     self.ckpt.save(step, self.state, eval_metrics)
 
   # -- the loop ----------------------------------------------------------------------------
-  def train(self) -> dict:
+  def train(self, discard_unreadable: bool = False) -> dict:
+    """Trains to the end (or to a stop signal) from the newest readable checkpoint."""
     try:
       with preemption.catch_signals() as self.stop, jax.set_mesh(self.mesh):
-        return self._train()
+        return self._train(discard_unreadable)
     except Exception as e:
       if workdirs.is_disk_full(e):
         raise UserError(f"the disk of work directory {self.workdir} is full ({_one_line(e)}); "
                         "free space or choose another --workdir, then run the same command: "
                         "the checkpoints already written are kept") from e
       raise
+    finally:
+      self.lock.release()
 
-  def _train(self) -> dict:
+  def _train(self, discard_unreadable: bool) -> dict:
     cfg, start_time = self.cfg, time.monotonic()
-    step = self.restore("latest")
+    step = self.restore("latest", discard_unreadable)
+    if step == 0 and self.is_main:
+      self.writer.close()
+      moved = workdirs.restart_log(self.workdir)
+      if moved:
+        self._print(f"no checkpoint to resume from: the earlier attempt's log is kept as "
+                    f"{moved}; starting a new one", error=True)
+      self.writer = metrics.Writer(self.workdir)
     s = self.summary
     self._print(f"{s.model} '{s.variant}' on {cfg.data.name}: {s.params:,} parameters, "
                 f"{inspect.human(s.macs)} MACs per image at {'x'.join(map(str, s.input_shape))}; "
@@ -329,7 +427,7 @@ class Run:
                 f"{self.total_steps} steps")
     self._print(f"mesh {parallel.describe(self.mesh)}; {self.layout.describe()}")
     logging.info("parameter layout:\n%s", self.layout.table())
-    if self.record_config:
+    if self.is_main:
       workdirs.record_config(self.workdir, cfg)
     if step >= self.total_steps:
       final = self._final_from_log() if self.is_main else None
@@ -492,20 +590,24 @@ def _one_line(e: BaseException) -> str:
   return " ".join(f"{type(e).__name__}: {e}".split())[:200]
 
 
-def train(cfg, workdir: str, allow_config_change: bool = False) -> dict:
-  return Run(cfg, workdir, allow_config_change=allow_config_change).train()
+def train(cfg, workdir: str, allow_config_change: bool = False,
+          discard_unreadable: bool = False) -> dict:
+  return Run(cfg, workdir, allow_config_change=allow_config_change).train(discard_unreadable)
 
 
 def evaluate(cfg, workdir: str, which: str = "latest") -> dict:
-  """Evaluates a saved checkpoint ('latest', 'best' or a step) on the eval split."""
-  run = Run(cfg, workdir, record_config=False)  # the training run's config.json stays
-  step = run.restore(which)
-  if not step:
-    raise UserError(f"no checkpoint in {workdir}/checkpoints; train first with "
-                    f"python run.py train --workdir={workdir}")
-  result = {"step": step, **run.evaluate()}
-  if run.is_main:
-    with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  run.ckpt.close()
-  return result
+  """Evaluates a saved checkpoint ('latest', 'best' or a step) on the eval split and writes
+  `eval_<step>.json`; the run's checkpoints, config.json and logs are only read."""
+  run = Run(cfg, workdir, mode="eval")
+  try:
+    step = run.restore(which)
+    if not step:
+      raise UserError(f"no checkpoint in {workdir}/checkpoints; train first with "
+                      f"python run.py train --workdir={workdir}")
+    result = {"step": step, **run.evaluate()}
+    if run.is_main:
+      with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+  finally:
+    run.close()

@@ -4,14 +4,18 @@ A work directory belongs to the config recorded in its config.json. Starting it 
 config that would train a different run (another model, data, optimiser, batch or seed) is
 refused, naming the keys that differ, unless the caller allows it. Keys that only say how long,
 how often, where from or on what devices may change: training further, a new mesh or layout,
-the dataset moved.
+the dataset moved. One process at a time holds a work directory (`Lock`).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import socket
+import sys
+import time
 
 from cnn_jax.errors import UserError
 
@@ -22,17 +26,90 @@ MAY_CHANGE = ("train.steps", "train.epochs", "train.eval_every_", "train.log_eve
               "data.data_dir", "data.manual_dir", "data.folder", "data.cache")
 
 
+LOCK = ".lock"
+
+
 def check_writable(workdir: str) -> None:
-  """Creates `workdir` and checks that a file can be written there."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"work directory {workdir} is not writable ({e.strerror}); "
-                    "choose another --workdir") from e
+  """Checks that `workdir` could be created and written, creating nothing: the directory
+  itself if it exists, else its nearest existing ancestor (a read-only file system fails)."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+    why = "not a directory" if not os.path.isdir(path) else "not writable"
+    raise UserError(f"work directory {workdir} is not writable ({path} is {why}); "
+                    "choose another --workdir")
+
+
+class Lock:
+  """One process per work directory: an exclusive `flock` on `<workdir>/.lock`, which the
+  kernel drops when the process ends however it ends (SIGKILL, a crash; a power loss or a
+  rebooted host drops it too), so a stale lock never blocks the next run. The file records
+  who holds it, for the message the next process prints. Of a multi-process run only
+  process 0 takes it; the others share the directory with it."""
+
+  def __init__(self, workdir: str):
+    self.workdir, self.path, self._fd = workdir, os.path.join(workdir, LOCK), None
+
+  @property
+  def held(self) -> bool:
+    return self._fd is not None
+
+  def acquire(self) -> None:
+    """Takes the lock, or raises UserError naming the process that holds it."""
+    if self.held:
+      return
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise UserError(f"work directory {self.workdir} is not writable ({e.strerror}); "
+                      "choose another --workdir") from e
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      raise UserError(f"work directory {self.workdir} is in use by {self._holder()}; wait "
+                      "for it to end or stop it, or use another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "command": " ".join(sys.argv), "since": time.time()}).encode())
+    self._fd = fd
+
+  def _holder(self) -> str:
+    try:
+      with open(self.path) as f:
+        h = json.load(f)
+      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"]))
+      return f"process {h['pid']} on {h['host']} since {since} ({h['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+      return "another process"
+
+  def release(self) -> None:
+    """Drops the lock (the file stays: removing it could race with the next holder)."""
+    if self._fd is not None:
+      os.close(self._fd)
+      self._fd = None
+
+
+def restart_log(workdir: str) -> str | None:
+  """Before a run starts again from step 0 in a directory that has logs (every checkpoint was
+  lost, or none was written yet): moves metrics.jsonl and tensorboard/ aside, to
+  `metrics.attempt<k>.jsonl` and `tensorboard.attempt<k>/`, so the new attempt's log starts
+  clean and the old one is kept. Returns where metrics.jsonl went, if anywhere."""
+  log = os.path.join(workdir, "metrics.jsonl")
+  if not (os.path.exists(log) and os.path.getsize(log)):
+    return None
+  k = 1
+  while os.path.exists(os.path.join(workdir, f"metrics.attempt{k}.jsonl")):
+    k += 1
+  moved = os.path.join(workdir, f"metrics.attempt{k}.jsonl")
+  os.rename(log, moved)
+  events = os.path.join(workdir, "tensorboard")
+  if os.path.isdir(events):
+    os.rename(events, os.path.join(workdir, f"tensorboard.attempt{k}"))
+  return moved
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -45,8 +122,11 @@ def _flat(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_changes(recorded: dict, cfg: dict) -> list[str]:
-  """'key: old -> new' for each run-defining key that differs between the two configs."""
+def config_changes(recorded: dict, cfg) -> list[str]:
+  """'key: old -> new' for each run-defining key that differs between the recorded config
+  and `cfg` (a ConfigDict or a dict)."""
+  if not isinstance(cfg, dict):
+    cfg = json.loads(cfg.to_json_best_effort())
   old, new = _flat(recorded), _flat(cfg)
   changes = []
   for key in sorted(set(old) | set(new)):
@@ -56,17 +136,24 @@ def config_changes(recorded: dict, cfg: dict) -> list[str]:
   return changes
 
 
+def recorded_config(workdir: str) -> dict | None:
+  """The config.json of the run in `workdir`, or None if there is none or it is unreadable."""
+  try:
+    with open(os.path.join(workdir, CONFIG)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def check_config(workdir: str, cfg, allow_change: bool = False) -> None:
   """Refuses a work directory whose recorded run has a different config."""
   path = os.path.join(workdir, CONFIG)
   if allow_change or not os.path.exists(path):
     return
-  try:
-    with open(path) as f:
-      recorded = json.load(f)
-  except (OSError, ValueError):
+  recorded = recorded_config(workdir)
+  if recorded is None:
     return  # unreadable record: nothing to compare; it is rewritten at the start
-  changes = config_changes(recorded, json.loads(cfg.to_json_best_effort()))
+  changes = config_changes(recorded, cfg)
   if changes:
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3
                                       else "")

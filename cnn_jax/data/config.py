@@ -8,10 +8,9 @@ mean='channel'`.
 
 from __future__ import annotations
 
-import numbers
-
 import ml_collections
 
+from cnn_jax import schema
 from cnn_jax.errors import ConfigError
 
 MEANS = ("none", "channel", "pixel")
@@ -52,69 +51,45 @@ def defaults() -> ml_collections.ConfigDict:
   })
 
 
-def _int(key, value, low):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-    raise ConfigError(f"data.{key}={value!r} must be an int >= {low}")
-
-
-def _bool(key, value):
-  if not isinstance(value, bool):
-    raise ConfigError(f"data.{key}={value!r} must be True or False")
-
-
-def _str(key, value):
-  if not isinstance(value, str):
-    raise ConfigError(f"data.{key}={value!r} must be a string")
-
-
-def _choice(key, value, choices):
-  if value not in choices:
-    raise ConfigError(f"data.{key}={value!r} is not allowed; use one of {list(choices)}")
-
-
-def _known_keys(cfg, ref, prefix):
-  for key in cfg:
-    if key not in ref:
-      raise ConfigError(f"data.{prefix}{key} is not a data key; use one of {sorted(ref)}")
+RULES = {
+    "name": schema.Str(nonempty=True, hint="a TFDS dataset name or 'folder'"),
+    "data_dir": schema.Str(), "manual_dir": schema.Str(), "folder": schema.Str(),
+    "train_split": schema.Str(nonempty=True, hint="e.g. 'train'"),
+    "eval_split": schema.Str(nonempty=True, hint="e.g. 'test'"),
+    "validation_fraction": schema.fraction("e.g. 0.1"),
+    "bad_images": schema.Choice(BAD_IMAGES),
+    "shuffle_buffer": schema.at_least(0, "0 = the whole split", integer=True),
+    "cache": schema.Bool(),
+    "threads": schema.at_least(0, "0 = one per core", integer=True),
+    "preprocess.pad": schema.at_least(0, integer=True),
+    "preprocess.resize": schema.at_least(0, "0 = off", integer=True),
+    "preprocess.random_crop": schema.Bool(),
+    "preprocess.crop_padding": schema.at_least(0, integer=True),
+    "preprocess.flip": schema.Bool(),
+    "preprocess.rescale": schema.Bool(),
+    "preprocess.mean": schema.Choice(MEANS),
+    "preprocess.std": schema.Choice(STDS),
+    "preprocess.pca_colour": schema.at_least(0, "AlexNet: 0.1; 0 = off"),
+    "preprocess.stats_samples": schema.at_least(1, integer=True),
+}
 
 
 def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.ConfigDict:
   """Checks every key of the `data` group against the model's (H, W, C); raises ConfigError
   naming the first bad key."""
-  ref = defaults()
-  _known_keys(cfg, ref, "")
-  _known_keys(cfg.preprocess, ref.preprocess, "preprocess.")
+  schema.check_keys(cfg, defaults(), "data.")
+  schema.check("data.", cfg, RULES)
   h, w, c = image_shape
   if c not in CHANNELS:
     raise ConfigError(f"model.input_shape={tuple(image_shape)!r} has {c} channels; the data "
                       "pipeline gives 1 (grey) or 3 (RGB)")
-  for key in ("name", "data_dir", "manual_dir", "folder", "train_split", "eval_split"):
-    _str(key, cfg[key])
-  if not cfg.name:
-    raise ConfigError("data.name='' is empty; use a TFDS dataset name or 'folder'")
   if cfg.name == "folder" and not cfg.folder:
     raise ConfigError("data.folder='' is empty; with data.name='folder' set it to a root "
                       "with one sub-folder per class")
-  if not cfg.train_split or not cfg.eval_split:
-    raise ConfigError(f"data.train_split={cfg.train_split!r}, data.eval_split="
-                      f"{cfg.eval_split!r}: both must name a split, e.g. 'train' and 'test'")
-  f = cfg.validation_fraction
-  if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 <= f < 1.0:
-    raise ConfigError(f"data.validation_fraction={f!r} must be in [0, 1), e.g. 0.1")
-  _choice("bad_images", cfg.bad_images, BAD_IMAGES)
-  _int("shuffle_buffer", cfg.shuffle_buffer, 0)
-  _bool("cache", cfg.cache)
-  _int("threads", cfg.threads, 0)
-
+  if cfg.name == "folder" and not cfg.validation_fraction > 0:
+    raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: a folder "
+                      "dataset needs a held-out share to evaluate on; use e.g. 0.1")
   p = cfg.preprocess
-  _int("preprocess.pad", p.pad, 0)
-  _int("preprocess.resize", p.resize, 0)
-  _int("preprocess.crop_padding", p.crop_padding, 0)
-  _int("preprocess.stats_samples", p.stats_samples, 1)
-  for key in ("random_crop", "flip", "rescale"):
-    _bool(f"preprocess.{key}", p[key])
-  _choice("preprocess.mean", p.mean, MEANS)
-  _choice("preprocess.std", p.std, STDS)
   side = max(h, w)
   if p.resize and p.resize < side:
     raise ConfigError(f"data.preprocess.resize={p.resize} is smaller than the model's "
@@ -135,8 +110,6 @@ def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.Conf
     raise ConfigError(f"data.preprocess.crop_padding={p.crop_padding} needs "
                       "data.preprocess.random_crop=True; set one or the other")
   a = p.pca_colour
-  if isinstance(a, bool) or not isinstance(a, numbers.Real) or a < 0:
-    raise ConfigError(f"data.preprocess.pca_colour={a!r} must be a float >= 0 (AlexNet: 0.1)")
   if a and c != 3:
     raise ConfigError(f"data.preprocess.pca_colour={a!r} needs 3 channels, the model has {c}; "
                       "set it to 0.0")
