@@ -68,9 +68,12 @@ def define_flags() -> None:
 
 
 def fail(message: str) -> NoReturn:
-  """Prints `message` as the one line `error: ...` and exits with status 2."""
+  """Prints `message` as the one line `error: ...` and exits with status 2 at once: what was
+  written is on disk, and a background thread that a failed checkpoint write left waiting
+  (Orbax's, up to its timeout of minutes) must not hold the exit."""
   print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  sys.stdout.flush()
+  os._exit(2)
 
 
 def command_line_error(e: BaseException, argv: list[str]) -> str:
@@ -150,11 +153,17 @@ def evaluate(cfg) -> None:
 
 
 def main(argv) -> None:
+  import logging as pylogging
+
   from absl import logging
   from cnn_jax import config, preemption
   from cnn_jax.errors import UserError
   if not FLAGS["verbosity"].present:  # not given on the command line
     logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
+    # Orbax logs each failure of a background write, with its traceback, from every thread
+    # involved; the run reports the failure itself in one line (--verbosity=0 shows them)
+    logging.get_absl_logger().addFilter(
+        lambda record: "/orbax/" not in record.pathname or record.levelno >= pylogging.CRITICAL)
   command = argv[1] if len(argv) > 1 else "train"
   try:
     if len(argv) > 2 or command not in COMMANDS:

@@ -72,6 +72,18 @@ class Checkpoints:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
+  def complete_steps(self) -> list[int]:
+    """The steps whose checkpoint is on disk, complete (Orbax renames a finished one from its
+    temporary name), read from the directory itself."""
+    try:
+      return sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+    except OSError:
+      return []
+
+  def check_for_errors(self) -> None:
+    """Raises the error of a background save that failed since the last call, if any."""
+    self.manager.check_for_errors()
+
   def quarantine(self, step: int) -> str:
     """Moves the checkpoint of `step` out of the way, to `<directory>.corrupt/<step>[.n]`;
     returns where it went. The newer-than-valid step can then be saved again."""
@@ -116,7 +128,7 @@ class Checkpoints:
       raise Unreadable(step, e) from e
     difference = _difference(stored, ocp.tree.to_flat_dict(abstract))
     if difference:
-      raise Mismatch(step, difference)
+      raise Mismatch(step, self.directory, difference)
     try:
       restored = self.manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -144,9 +156,10 @@ class Unreadable(Exception):
 class Mismatch(UserError):
   """A readable checkpoint whose parameters do not fit the config's model."""
 
-  def __init__(self, step: int, difference: str):
+  def __init__(self, step: int, directory: str, difference: str):
     self.step, self.difference = step, difference
-    super().__init__(f"the checkpoint at step {step} does not fit the config: {difference}")
+    super().__init__(f"the checkpoint at step {step} in {directory} does not fit the config: "
+                     f"{difference}")
 
 
 def _name(key: tuple) -> str:

@@ -353,7 +353,7 @@ class Run:
     except checkpoint.Mismatch as e:
       recorded = workdirs.recorded_config(self.workdir)
       changes = workdirs.config_changes(recorded, self.cfg) if recorded else []
-      raise UserError(f"{e} in {self.ckpt.directory}"
+      raise UserError(f"{e}"
                       + (f" (config.json differs: {'; '.join(changes[:3])})" if changes else "")
                       + "; run with the config it was trained with, or use another "
                       "--workdir; nothing was changed") from None
@@ -402,10 +402,10 @@ class Run:
       with preemption.catch_signals() as self.stop, jax.set_mesh(self.mesh):
         return self._train(discard_unreadable)
     except Exception as e:
-      if workdirs.is_disk_full(e):
-        raise UserError(f"the disk of work directory {self.workdir} is full ({_one_line(e)}); "
-                        "free space or choose another --workdir, then run the same command: "
-                        "the checkpoints already written are kept") from e
+      kind = workdirs.storage_error(e)
+      if kind:  # a save or a log write failed: stop now, naming it; what is written stays
+        raise UserError(workdirs.storage_message(self.workdir, kind, _one_line(e),
+                                                 self.ckpt.complete_steps())) from e
       raise
     finally:
       self.lock.release()
@@ -456,6 +456,7 @@ class Run:
             compiled, clock = True, time.monotonic()
           if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
             jax.block_until_ready(self.state.window)  # time the steps done, not dispatched
+            self.ckpt.check_for_errors()  # a failed background save stops the run here
             logged = self._log(step, images, time.monotonic() - clock)
             progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
                             images_per_sec=logged["images_per_sec"])

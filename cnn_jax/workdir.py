@@ -166,14 +166,34 @@ def record_config(workdir: str, cfg) -> None:
     f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def is_disk_full(e: BaseException) -> bool:
-  """Whether `e` (or what caused it) is a full disk or an exceeded quota."""
+STORAGE_ERRORS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only",
+                  errno.EACCES: "read-only", errno.EPERM: "read-only", errno.EIO: "failing"}
+
+
+def storage_error(e: BaseException) -> str | None:
+  """'full', 'read-only' or 'failing' if `e` (or what caused it) is the work directory's
+  storage refusing a write; None for anything else."""
   seen = set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-      return True
-    if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
-      return True
+    if isinstance(e, OSError) and e.errno in STORAGE_ERRORS:
+      return STORAGE_ERRORS[e.errno]
+    text = str(e)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+      return "full"
+    if "Read-only file system" in text:
+      return "read-only"
     e = e.__cause__ or e.__context__
-  return False
+  return None
+
+
+def storage_message(workdir: str, kind: str, cause: str, kept: list[int]) -> str:
+  """The one line for a work directory whose storage stopped taking writes."""
+  what = {"full": f"the disk of work directory {workdir} is full",
+          "read-only": f"work directory {workdir} stopped accepting writes",
+          "failing": f"writing to work directory {workdir} failed"}[kind]
+  fix = "free space or choose another --workdir" if kind == "full" else \
+      "make it writable (or choose another --workdir)"
+  saved = f"the checkpoints already written (steps {kept}) are kept" if kept else \
+      "no checkpoint had been written yet"
+  return f"{what} ({cause}); {fix}, then run the same command: {saved}"

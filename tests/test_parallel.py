@@ -239,6 +239,7 @@ def test_checkpoint_restores_across_meshes_and_layouts(mock_fashion_mnist, tmp_p
   train.train(half, str(tmp_path / "b"))
   saved = train.Run(half, str(tmp_path / "b"))
   assert saved.restore() == 2
+  saved.close()  # gives the work directory up (one Run holds it at a time)
   # ... restored on one device: the same values, and training goes on from them
   one = tiny_training("simple_cnn.py", None, steps=4, data=1)
   restored = train.Run(one, str(tmp_path / "b"))
@@ -246,6 +247,7 @@ def test_checkpoint_restores_across_meshes_and_layouts(mock_fashion_mnist, tmp_p
   for a, b in zip(host_leaves(restored.state), host_leaves(saved.state)):
     np.testing.assert_array_equal(a, b)
   assert all(len(x.devices()) == 1 for x in jax.tree.leaves(restored.state.params))
+  restored.close()
   resumed = train.train(one, str(tmp_path / "b"))
   assert resumed["layout"] == "replicated" and resumed["devices"] == 1
   assert straight["layout"] == "fsdp" and straight["devices"] == 8
@@ -258,6 +260,7 @@ def test_checkpoint_restores_across_meshes_and_layouts(mock_fashion_mnist, tmp_p
   train.train(single, str(tmp_path / "c"))
   back = train.Run(tiny_training("simple_cnn.py", None, steps=2, **fsdp), str(tmp_path / "c"))
   assert back.restore() == 2
+  back.close()
   source = train.Run(single, str(tmp_path / "c"))
   source.restore()
   for path, leaf in jax.tree_util.tree_flatten_with_path(back.state.params)[0]:

@@ -51,8 +51,9 @@ def list_classes(root: str):
 
 
 def readable(root: str, files, bad_images: str):
-  """`files` (per class) without the images TensorFlow cannot decode: all of them are read
-  once, in parallel. With bad_images='error' an unreadable one stops the run, by name."""
+  """`files` (per class) without the images TensorFlow cannot decode, and (h, w, path) of the
+  readable image with the shortest side: all of them are read once, in parallel. With
+  bad_images='error' an unreadable one stops the run, by name."""
   paths = [p for found in files for p in found]
   decode = lambda i, p: (i, tf.shape(tf.io.decode_image(  # noqa: E731
       tf.io.read_file(p), channels=0, expand_animations=False)))
@@ -60,10 +61,12 @@ def readable(root: str, files, bad_images: str):
                                            tf.constant(paths, tf.string)))
   ds = ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
   ds = ds.ignore_errors()
-  ok = {int(i) for i, _ in ds.as_numpy_iterator()}
-  bad = [p for i, p in enumerate(paths) if i not in ok]
+  sizes = {int(i): (int(shape[0]), int(shape[1])) for i, shape in ds.as_numpy_iterator()}
+  bad = [p for i, p in enumerate(paths) if i not in sizes]
+  h, w, i = min((*hw, i) for i, hw in sizes.items()) if sizes else (0, 0, 0)
+  smallest = (h, w, paths[i]) if sizes else None
   if not bad:
-    return files
+    return files, smallest
   if bad_images == "error":
     raise UserError(f"data.folder={root!r}: {len(bad)} of {len(paths)} images cannot be read, e.g. "
                     f"{bad[0]}; remove or fix them, or set data.bad_images=skip to leave them out")
@@ -74,7 +77,7 @@ def readable(root: str, files, bad_images: str):
   if not any(kept):
     raise UserError(f"data.folder={root!r}: none of its {len(paths)} images can be read; "
                     "check the files")
-  return kept
+  return kept, smallest
 
 
 def held_out_counts(sizes, fraction: float):
@@ -133,7 +136,7 @@ def _dataset(items, channels: int):
 
 def load(cfg, channels: int, seed: int, process_index: int, process_count: int) -> Source:
   classes, files = list_classes(cfg.folder)
-  files = readable(cfg.folder, files, cfg.bad_images)
+  files, smallest = readable(cfg.folder, files, cfg.bad_images)
   train, held = split(files, cfg.validation_fraction, seed)
   splits = {"train": train, **{name: held for name in HELD_OUT}}
   train = _slice(cfg.train_split, "train_split", splits)
@@ -144,4 +147,5 @@ def load(cfg, channels: int, seed: int, process_index: int, process_count: int) 
   return Source(train=_dataset(mine, channels), eval=_dataset(mine_eval, channels),
                 stats=_dataset(first, channels), num_classes=len(classes),
                 num_train=len(train), num_eval=len(evals), local_train=len(mine),
-                local_eval=len(mine_eval), image_shape=(None, None, channels))
+                local_eval=len(mine_eval), image_shape=(None, None, channels),
+                smallest=smallest)

@@ -188,6 +188,12 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
     raise ConfigError(f"data.preprocess.pad={p.pad}, resize={p.resize}: {cfg.name} images are "
                       f"{shape[0]}x{shape[1]}, smaller than the model's {h}x{w}; pad or "
                       "resize them to at least that")
+  small = source.smallest
+  if shape is None and small and not (p.resize or p.scale_jitter) and (
+      small[0] + 2 * p.pad < h or small[1] + 2 * p.pad < w):
+    raise ConfigError(f"data.folder: {small[2]} is {small[0]}x{small[1]}, smaller than the "
+                      f"model's {h}x{w} input; set data.preprocess.resize (at least "
+                      f"{max(h, w)}) or data.preprocess.pad, or remove the small images")
   mean_mode = p.mean
   if mean_mode == "pixel" and shape is None:
     logging.warning("data.preprocess.mean='pixel' needs one image size before the crop; these "

@@ -15,6 +15,7 @@ class Source:
   stats: process 0's share of the train split, read by every process for the statistics.
   num_train, num_eval: global counts; local_train, local_eval: this process's.
   image_shape: (h, w, C) of the decoded images, None where sizes vary.
+  smallest: where sizes vary, (h, w, path) of the image with the shortest side, if known.
   """
 
   train: tf.data.Dataset
@@ -26,3 +27,4 @@ class Source:
   local_train: int
   local_eval: int
   image_shape: tuple
+  smallest: tuple | None = None
