@@ -152,6 +152,23 @@ def evaluate(cfg) -> None:
   print(json.dumps(result))
 
 
+def quiet_orbax(level: int) -> None:
+  """Orbax logs each failure of a background write or read, with its traceback, from every
+  thread and coroutine involved, and leaves the coroutines of a failed restore to be
+  collected with their exception; the run reports such a failure itself, in one line (a
+  warning where it falls back, an error where it stops). Off with --verbosity=0."""
+  from absl import logging
+  logging.get_absl_logger().addFilter(
+      lambda record: "/orbax/" not in record.pathname or record.levelno >= level)
+  default = sys.unraisablehook
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is None or "/orbax/" not in code.co_filename:
+      default(unraisable)
+  sys.unraisablehook = hook
+
+
 def main(argv) -> None:
   import logging as pylogging
 
@@ -160,10 +177,7 @@ def main(argv) -> None:
   from cnn_jax.errors import UserError
   if not FLAGS["verbosity"].present:  # not given on the command line
     logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
-    # Orbax logs each failure of a background write, with its traceback, from every thread
-    # involved; the run reports the failure itself in one line (--verbosity=0 shows them)
-    logging.get_absl_logger().addFilter(
-        lambda record: "/orbax/" not in record.pathname or record.levelno >= pylogging.CRITICAL)
+    quiet_orbax(pylogging.CRITICAL)
   command = argv[1] if len(argv) > 1 else "train"
   try:
     if len(argv) > 2 or command not in COMMANDS:
@@ -191,12 +205,17 @@ def main(argv) -> None:
     sys.exit(130)
 
 
-if __name__ == "__main__":
-  sys.path.insert(0, HERE)
-  from cnn_jax import huge_pages
-  huge_pages.reexec()  # first: glibc reads its tunables at process start
+def cli() -> None:
+  """Parses the command line (a mistake there is one line, exit 2) and runs the command."""
   try:
     define_flags()  # parses the default config, with any overrides, right away
   except Exception as e:  # noqa: BLE001 - parsing flags and loading a config file only
     fail(command_line_error(e, sys.argv))
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, HERE)
+  from cnn_jax import huge_pages
+  huge_pages.reexec()  # first: glibc reads its tunables at process start
+  cli()

@@ -221,22 +221,23 @@ class Run:
     self.is_main = jax.process_index() == 0
     self.lock = workdirs.Lock(workdir)
     workdirs.check_writable(workdir)
-    checkpoints = os.path.join(workdir, "checkpoints")
-    if mode == "eval" and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
-      raise UserError(f"no checkpoint in {checkpoints}; train first with "
-                      f"python run.py train --workdir={workdir}")
-    if os.path.isdir(workdir):
-      self._take_lock()
+    self._take_lock(only_if_exists=True)
     try:
+      checkpoints = os.path.join(workdir, "checkpoints")
+      if mode == "eval" and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+        raise UserError(f"no checkpoint in {checkpoints}; train first with "
+                        f"python run.py train --workdir={workdir}")
       self._set_up(cfg, workdir, allow_config_change)
     except BaseException:
       self.lock.release()
       raise
 
-  def _take_lock(self) -> None:
-    """Process 0 takes the work directory's lock; every process learns whether it could."""
+  def _take_lock(self, only_if_exists: bool = False) -> None:
+    """Process 0 takes the work directory's lock (at once if the directory exists, else when
+    it has created it); every process calls this at the same points and learns whether it
+    could."""
     error = None
-    if self.is_main:
+    if self.is_main and (os.path.isdir(self.workdir) or not only_if_exists):
       try:
         self.lock.acquire()
       except UserError as e:

@@ -26,9 +26,7 @@ def child(args, log) -> None:
   sys.argv = [os.path.join(ROOT, "run.py"), *args]
   code = 0
   try:
-    from absl import app
-    entry.define_flags()
-    app.run(entry.main, flags_parser=entry.parse_flags)
+    entry.cli()
   except SystemExit as e:
     code = e.code if isinstance(e.code, int) else int(e.code is not None)
   except BaseException:  # noqa: BLE001

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from cnn_jax import checkpoint, metrics, preemption, train
 from cnn_jax.errors import UserError
 from conftest import ROOT
+from forked import ForkedRuns, wait_for
 from helpers import load_config, tiny_training
 from test_train import write_images
 
@@ -120,42 +121,6 @@ def write_noise(root, n_per_class=100):
     for i in range(n_per_class):
       Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(
           root / f"class{label}" / f"{i}.png")
-
-
-class ForkedRuns:
-  """run.py commands forked from tests/fork_runner.py (imports done once)."""
-
-  def __init__(self, tmp_path):
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "fork_runner.py")],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                   env=env, cwd=ROOT)
-    self.count = 0
-
-  def start(self, args, log):
-    self.server.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
-    self.server.stdin.flush()
-    return json.loads(self.server.stdout.readline())["pid"]
-
-  def wait(self) -> dict:
-    return json.loads(self.server.stdout.readline())
-
-  def close(self):
-    self.server.stdin.close()
-    self.server.wait(timeout=60)
-
-
-def wait_for(path, text, timeout=120.0) -> bool:
-  """Whether `text` appears in the file at `path` within `timeout` seconds."""
-  import time
-  end = time.monotonic() + timeout
-  while time.monotonic() < end:
-    if os.path.exists(path) and text in open(path).read():
-      return True
-    time.sleep(0.02)
-  return False
 
 
 def test_sigkill_at_random_points_then_resume_gives_the_same_parameters(tmp_path):
