@@ -156,17 +156,30 @@ def quiet_orbax(level: int) -> None:
   """Orbax logs each failure of a background write or read, with its traceback, from every
   thread and coroutine involved, and leaves the coroutines of a failed restore to be
   collected with their exception; the run reports such a failure itself, in one line (a
-  warning where it falls back, an error where it stops). Off with --verbosity=0."""
+  warning where it falls back, an error where it stops), so these are dropped, unless
+  --verbosity is given."""
   from absl import logging
   logging.get_absl_logger().addFilter(
       lambda record: "/orbax/" not in record.pathname or record.levelno >= level)
   default = sys.unraisablehook
 
   def hook(unraisable):
-    code = getattr(unraisable.object, "cr_code", None)
-    if code is None or "/orbax/" not in code.co_filename:
+    if not (_orbax_coroutine(unraisable.object) or _closed_loop(unraisable)):
       default(unraisable)
   sys.unraisablehook = hook
+
+
+def _orbax_coroutine(obj) -> bool:
+  code = getattr(obj, "cr_code", None)
+  return code is not None and "/orbax/" in code.co_filename
+
+
+def _closed_loop(unraisable) -> bool:
+  """TensorStore's done-callbacks of a failed read, run after Orbax closed its event loop."""
+  import traceback
+  frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+  return (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) ==
+          "Event loop is closed" and bool(frames) and frames[-1].name == "_check_closed")
 
 
 def main(argv) -> None:
@@ -216,6 +229,6 @@ def cli() -> None:
 
 if __name__ == "__main__":
   sys.path.insert(0, HERE)
-  from cnn_jax import huge_pages
-  huge_pages.reexec()  # first: glibc reads its tunables at process start
+  from cnn_jax import startup
+  startup.configure()  # first: huge pages (a restart of this process), XLA's options
   cli()

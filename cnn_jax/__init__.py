@@ -1,7 +1,7 @@
-"""cnn_jax: the classic image-classification CNNs in JAX/Flax NNX, exact to their papers."""
+"""cnn_jax: the classic image-classification CNNs in JAX/Flax NNX, exact to their papers.
 
-from cnn_jax import xla_options as _xla_options
-
-_xla_options.apply()  # before JAX starts a backend: see xla_options
+Importing it has no side effects; a program sets the process up with one explicit call,
+`cnn_jax.startup.configure()`, as run.py does.
+"""
 
 __version__ = "0.1.0"

@@ -8,8 +8,9 @@ and 470; the steps took 0.86 to 0.87 and 0.87 to 0.91 of the time (in one proces
 pages allowed and disallowed with prctl(PR_SET_THP_DISABLE) in alternating rounds,
 benchmarks/lowering_ab.py --rewrite=huge_pages; README, "Performance").
 
-glibc reads its tunables once, when a process starts, so `run.py` starts itself again with
-the tunable added (`reexec`) before it does anything else. CNN_JAX_HUGE_PAGES=0 leaves the
+glibc reads its tunables once, when a process starts, so `startup.configure()`, which
+run.py calls before anything else, starts the process again with the tunable added
+(`reexec`). CNN_JAX_HUGE_PAGES=0 leaves the
 process as it is, and a GLIBC_TUNABLES that already names the tunable is left as set. Where
 it cannot apply (not Linux, not glibc 2.35 or newer, the kernel's transparent huge pages
 set to never) nothing happens.

@@ -360,6 +360,19 @@ class Progress:
       self.stream.flush()
     self._drawn_len = 0
 
+  def note(self, text: str):
+    """Prints `text` as a line of its own (an evaluation's result) above the progress line,
+    which a terminal then shows again."""
+    if not self.enabled:
+      return
+    if self.tty and self._drawn_len:
+      self.stream.write("\r" + text.ljust(self._drawn_len) + "\n")
+      self._drawn_len = 0
+    else:
+      self.stream.write(text + "\n")
+    self.stream.flush()
+    self._last_draw = -math.inf  # the next update redraws the bar at once
+
   def rate(self) -> float | None:
     """Steps per second over the recent window, or None before two updates."""
     (t0, s0), (t1, s1) = self._times[0], self._times[-1]

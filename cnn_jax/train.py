@@ -1,9 +1,8 @@
-"""The one trainer: pure, jitted train and eval steps, and the loop around them.
+"""The one trainer: the loop around the compiled steps (`steps.py`), with evaluation,
+checkpoints, logs and resume.
 
-The NNX model is split once into a graph definition and state (parameters; the rest: batch
-statistics and RNG streams), so each step is a pure function of arrays. Metrics are summed on
-the device into a window that is part of the state, fetched every `train.log_every_steps`
-steps; the input is prefetched to the devices; the state is donated to the step.
+The metric window is fetched every `train.log_every_steps` steps; the input is prefetched to
+the devices.
 
 Everything the future depends on is in the checkpointed state (parameters, optimiser and
 schedule, RNG streams, plateau record, the metric window, the non-finite count) or follows from
@@ -14,197 +13,26 @@ step count; the run then stops naming it, or with `train.skip_nonfinite` goes on
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Iterator
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
-from flax import nnx
 from jax.experimental import multihost_utils
 
-from cnn_jax import checkpoint, config, data, inspect, metrics, models, optim, parallel, preemption
+from cnn_jax import (checkpoint, config, data, inspect, metrics, optim, parallel, preemption,
+                     restore)
 from cnn_jax import workdir as workdirs
+from cnn_jax.clock import TrainClock
+# the state and steps, also under these names here (tests, bench and benchmarks use them)
+from cnn_jax.steps import (WINDOW, Steps, TrainState, build_steps, make_eval_step,  # noqa: F401
+                           make_train_step, prefetch_to_device, topk_correct)
 from cnn_jax.errors import UserError
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any       # nnx.State of nnx.Param
-  rest: Any         # nnx.State of everything else: batch statistics, RNG streams
-  opt_state: Any
-  plateau: Any      # the "divide by 10 when validation accuracy stops improving" record
-  window: Any       # metric sums since the last logged step (a resumed run continues them)
-  nonfinite: jax.Array        # steps whose loss or gradient was not finite (skipped)
-  first_nonfinite: jax.Array  # the first such step, -1 if none
-
-  @classmethod
-  def create(cls, params, rest, opt_state, plateau) -> "TrainState":
-    zero = jnp.zeros([], jnp.float32)
-    return cls(step=jnp.zeros([], jnp.int32), params=params, rest=rest, opt_state=opt_state,
-               plateau=plateau, window={k: zero for k in WINDOW},
-               nonfinite=jnp.zeros([], jnp.int32), first_nonfinite=-jnp.ones([], jnp.int32))
-
-
-WINDOW = ("loss", "top1", "top5", "grad_norm", "count")  # summed over finite steps; count them
-
-
-def topk_correct(logits, labels, k: int):
-  """1 where the label is among the k highest logits: fewer than k classes score above it.
-  (Elementwise, so a batch split over devices needs no gather, as lax.top_k would.)"""
-  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  return (jnp.sum(logits > label_logit, axis=-1) < k).astype(jnp.float32)
-
-
-def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
-  """(state, batch) -> state: one update on one global batch, its metrics added to the window.
-
-  With a `layout`, the parameters are gathered to their compute layout (FSDP's all-gather) in
-  the forward pass and the gradients constrained to the stored layout (its reduce-scatter).
-  """
-  smoothing = cfg.optim.label_smoothing
-  micro = cfg.optim.accumulate_steps
-  log_every = cfg.train.log_every_steps
-  skip_nonfinite = cfg.train.skip_nonfinite
-  gather = layout.gather if layout is not None else (lambda params: params)
-  scatter = layout.scatter if layout is not None else (lambda grads: grads)
-
-  def loss_fn(params, rest, images, labels):
-    params = gather(params)
-    rest = jax.tree.map(lambda v: v, rest)  # fresh Variables at this trace level (RNG counts)
-    model = nnx.merge(graphdef, params, rest)
-    logits = model(images)
-    loss = optim.cross_entropy(logits, labels, num_classes, smoothing).mean()
-    _, _, rest = nnx.split(model, nnx.Param, ...)
-    return loss, (logits, rest)
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def step(state: TrainState, batch):
-    images, labels = batch["image"], batch["label"]
-    if micro == 1:
-      (loss, (logits, rest)), grads = grad_fn(state.params, state.rest, images, labels)
-    else:  # gradient accumulation over micro-batches, one update
-      # micro-batch j takes every micro-th example, so each stays split over `data`
-      split = lambda x: jnp.swapaxes(  # noqa: E731
-          x.reshape(x.shape[0] // micro, micro, *x.shape[1:]), 0, 1)
-
-      def body(carry, xs):
-        rest, grads_sum, loss_sum = carry
-        (loss, (logits, rest)), grads = grad_fn(state.params, rest, *xs)
-        return (rest, jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), logits
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (rest, grads, loss), logits = jax.lax.scan(
-          body, (state.rest, zeros, jnp.zeros([], jnp.float32)), (split(images), split(labels)))
-      grads = jax.tree.map(lambda g: g / micro, grads)
-      loss, logits = loss / micro, jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])
-    grads = scatter(grads)
-    grad_norm = optim.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
-    def keep(new, old):
-      """With train.skip_nonfinite, a non-finite step changes nothing. Without it the run
-      stops at its next log, evaluation or checkpoint (Run._check_finite), before the state
-      is used, so the selection is left out: it reads and writes the whole state once more
-      and makes XLA copy donated buffers (CPU step with it against without it,
-      benchmarks/lowering_ab.py --rewrite=skip_nonfinite: torchvision AlexNet 1.11, VGG A
-      1.04, two-tower AlexNet 1.02, small CNN 1.02 and 1.03; README, "Performance")."""
-      if not skip_nonfinite:
-        return new
-      return jax.tree.map(lambda n, o: n if _is_key(n) else jnp.where(finite, n, o), new, old)
-
-    fresh = state.step % log_every == 0  # the first step after a logged one
-    current = {"loss": loss, "top1": topk_correct(logits, labels, 1).mean(),
-               "top5": topk_correct(logits, labels, 5).mean(), "grad_norm": grad_norm,
-               "count": jnp.ones([], jnp.float32)}
-    window = {k: jnp.where(fresh, 0.0, state.window[k]) + jnp.where(finite, v, 0.0)
-              for k, v in current.items()}
-    bad = jnp.logical_not(finite)
-    return state.replace(
-        step=state.step + 1, params=keep(params, state.params), rest=keep(rest, state.rest),
-        opt_state=keep(opt_state, state.opt_state), window=window,
-        nonfinite=state.nonfinite + bad.astype(jnp.int32),
-        first_nonfinite=jnp.where(bad & (state.first_nonfinite < 0), state.step + 1,
-                                  state.first_nonfinite))
-
-  return step
-
-
-def _is_key(x) -> bool:
-  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def make_eval_step(graphdef, num_classes: int):
-  """(state, batch) -> sums of loss and correct predictions over the batch's real examples."""
-  def step(state: TrainState, batch):
-    model = nnx.merge(graphdef, state.params, state.rest)
-    logits = model(batch["image"])
-    mask = batch["mask"]
-    loss = optim.cross_entropy(logits, batch["label"], num_classes)
-    return {"loss": jnp.sum(loss * mask), "top1": jnp.sum(topk_correct(logits, batch["label"], 1)
-                                                          * mask),
-            "top5": jnp.sum(topk_correct(logits, batch["label"], 5) * mask),
-            "count": jnp.sum(mask)}
-  return step
-
-
-@dataclasses.dataclass
-class Steps:
-  """A model's training state on the mesh and its compiled-once step functions."""
-  summary: inspect.Summary
-  tx: Any
-  layout: parallel.Layout
-  state: TrainState
-  state_sharding: Any
-  batch_sharding: Any
-  train_step: Any   # jitted (state, batch) -> state, the state donated
-  eval_step: Any    # jitted (state, batch) -> sums
-
-
-def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: int) -> Steps:
-  """The model of `cfg` initialised and laid out on `mesh`, with its train and eval steps:
-  jax.jit with explicit shardings, so each compiles once for the run (Run and bench use it)."""
-  model = models.build(cfg.model, seed=cfg.seed)
-  summary = inspect.summarize(model)
-  train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
-  eval_graph = nnx.graphdef(models.view(model, train=False))
-  tx = optim.make(cfg.optim, params, steps_per_epoch, total_steps)
-  layout = parallel.Layout.of(cfg.mesh, mesh, params)
-  state = TrainState.create(params, rest, tx.init(params), optim.plateau_init())
-  state_sharding = layout.shardings(state)
-  batch_sharding = parallel.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(train_graph, tx, cfg, num_classes, layout),
-                       in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=state_sharding, donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(eval_graph, num_classes),
-                      in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=parallel.replicated(mesh))
-  return Steps(summary, tx, layout, parallel.place(state, state_sharding), state_sharding,
-               batch_sharding, train_step, eval_step)
-
-
-def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
-  """Global batches from this process's rows, `size` in flight to the devices ahead of use."""
-  queue = collections.deque()
-  for batch in batches:
-    queue.append(parallel.global_batch(batch, sharding))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
 
 
 class Run:
@@ -320,75 +148,23 @@ class Run:
   # -- checkpoints -------------------------------------------------------------------------
   def restore(self, step: int | str = "latest", discard_unreadable: bool = False) -> int:
     """Loads a checkpoint ('latest', 'best' or a step) into the state; returns its step (0 if
-    there is none).
-
-    'latest' falls back past unreadable checkpoints to the newest readable one; in a training
-    run those it passed are moved to `checkpoints.corrupt/`. If none is readable nothing is
-    moved and the run stops, unless `discard_unreadable` (the user's word) moves them all and
-    starts again. A checkpoint that reads but does not fit the config stops the run naming
-    the parameter: the config is wrong, not the checkpoint, and nothing is touched.
-    """
-    if step != "latest":
-      return self._restore_one(step)
-    unreadable = []
-    for candidate in sorted(self.ckpt.all_steps(), reverse=True):
-      try:
-        self.state = self._restore_checked(candidate)
-      except checkpoint.Unreadable as e:
-        unreadable.append(e)
-        continue
-      self._set_aside(unreadable, f"resuming from step {candidate}")
-      return int(candidate)
-    if unreadable and not (discard_unreadable and self.mode == "train"):
-      raise UserError(
-          f"all {len(unreadable)} checkpoints in {self.ckpt.directory} are unreadable "
-          f"({unreadable[0]}); nothing was moved: restore them from a backup, or run again "
-          "with --discard_unreadable_checkpoints to move them to checkpoints.corrupt/ and "
-          "train from step 0")
-    self._set_aside(unreadable, "training from step 0")
-    return 0
-
-  def _restore_checked(self, step: int):
-    try:
-      return self.ckpt.restore(step, self.state)
-    except checkpoint.Mismatch as e:
-      recorded = workdirs.recorded_config(self.workdir)
-      changes = workdirs.config_changes(recorded, self.cfg) if recorded else []
-      raise UserError(f"{e}"
-                      + (f" (config.json differs: {'; '.join(changes[:3])})" if changes else "")
-                      + "; run with the config it was trained with, or use another "
-                      "--workdir; nothing was changed") from None
-
-  def _set_aside(self, unreadable: list, then: str) -> None:
-    """Moves (training) or names (evaluation) the unreadable checkpoints passed over."""
-    for e in unreadable:
-      if self.mode == "train":
-        self._print(f"warning: {e}; moved it to {self.ckpt.quarantine(e.step)}; {then}",
-                    error=True)
-      else:
-        self._print(f"warning: {e}; skipped it", error=True)
-
-  def _restore_one(self, which) -> int:
-    steps = self.ckpt.all_steps()
-    if which == "best":
-      step = self.ckpt.best_step()
-      if step is None:
-        raise UserError(f"no best checkpoint in {self.ckpt.directory} (checkpoint.best_metric"
-                        f"={self.cfg.checkpoint.best_metric!r}); saved steps: {steps}")
-    elif isinstance(which, int) or str(which).isdigit():
-      step = int(which)
+    there is none). See `restore.py` for what happens to those that cannot be used."""
+    if step == "latest":
+      self.state, found = restore.latest(
+          self.ckpt, self.state, self._explain, move=self.mode == "train",
+          discard_unreadable=discard_unreadable, warn=lambda t: self._print(t, error=True))
     else:
-      raise UserError(f"--checkpoint={which} must be latest, best or a step number; saved "
-                      f"steps: {steps}")
-    if step not in steps:
-      raise UserError(f"no checkpoint at step {step} in {self.ckpt.directory}; saved steps: "
-                      f"{steps}")
-    try:
-      self.state = self._restore_checked(step)
-    except checkpoint.Unreadable as e:
-      raise UserError(f"{e}; evaluate another one with --checkpoint=STEP (saved steps: "
-                      f"{steps})") from None
-    return step
+      self.state, found = restore.one(self.ckpt, self.state, step, self._explain)
+    return found
+
+  def _explain(self, e: checkpoint.Mismatch) -> UserError:
+    """The one line for a checkpoint that does not fit the config, with config.json's view."""
+    recorded = workdirs.recorded_config(self.workdir)
+    changes = workdirs.config_changes(recorded, self.cfg) if recorded else []
+    return UserError(f"{e}" + (f" (config.json differs: {'; '.join(changes[:3])})"
+                               if changes else "")
+                     + "; run with the config it was trained with, or use another "
+                     "--workdir; nothing was changed")
 
   def _save(self, step: int, eval_metrics: dict | None) -> None:
     if self.ckpt.latest_step() == step:
@@ -439,8 +215,10 @@ class Run:
     if step:
       self._print(f"resuming from the checkpoint at step {step} in {self.workdir}")
       self.writer.truncate_after(step, drop_final=True)
-    progress = metrics.Progress(self.total_steps, initial_step=step, enabled=self.is_main)
-    images, clock, last_eval, compiled = 0, time.monotonic(), {}, False
+    self.progress = progress = metrics.Progress(self.total_steps, initial_step=step,
+                                                enabled=self.is_main)
+    self._best = self._best_from_log()
+    clock, last_eval = TrainClock(), {}
     try:
       if step and self._eval_due(step) and not self._eval_logged(step):
         last_eval = self._eval_and_adapt(step)  # stopped during this evaluation before
@@ -450,23 +228,26 @@ class Run:
                                         self.batch_sharding):
           self.state = self.train_step(self.state, batch)
           step += 1
-          if compiled:
-            images += cfg.train.batch_size
+          if clock.started:
+            clock.add(cfg.train.batch_size)
           else:  # keep compilation out of the first throughput figure
             jax.block_until_ready(self.state.step)
-            compiled, clock = True, time.monotonic()
+            clock.start()
           if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
             jax.block_until_ready(self.state.window)  # time the steps done, not dispatched
             self.ckpt.check_for_errors()  # a failed background save stops the run here
-            logged = self._log(step, images, time.monotonic() - clock)
+            logged = self._log(step, clock.read())
             progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
                             images_per_sec=logged["images_per_sec"])
-            images, clock = 0, time.monotonic()
+          saving = step % self.save_every == 0 or step == self.total_steps
+          if self._eval_due(step) or saving:
+            jax.block_until_ready(self.state)  # the steps before count as training time
           if self._eval_due(step):
-            last_eval = self._eval_and_adapt(step)
-            clock = time.monotonic()
-          if step % self.save_every == 0 or step == self.total_steps:
-            self._save(step, last_eval if last_eval.get("step") == step else None)
+            with clock.paused():
+              last_eval = self._eval_and_adapt(step)
+          if saving:
+            with clock.paused():
+              self._save(step, last_eval if last_eval.get("step") == step else None)
           if self.stop:
             raise _EvalStopped()
           if step == self.total_steps:
@@ -533,8 +314,8 @@ class Run:
           + f"lower optim.lr (now {self.cfg.optim.lr}), add optim.warmup_epochs or "
           "optim.clip_norm, or set train.skip_nonfinite=True to skip such batches")
 
-  def _log(self, step: int, images: int, seconds: float) -> dict:
-    """The window's averages; `images` trained in `seconds` give the throughput."""
+  def _log(self, step: int, images_per_sec: float) -> dict:
+    """The window's averages, with the throughput of the training time since the last log."""
     window, skipped = jax.device_get((self.state.window, self.state.nonfinite))
     self._check_finite()
     count = float(window["count"])
@@ -542,7 +323,7 @@ class Run:
     if self.cfg.train.skip_nonfinite:
       logged["skipped_steps"] = int(skipped)
     logged.update(epoch=step / self.steps_per_epoch,
-                  images_per_sec=images / max(seconds, 1e-9),
+                  images_per_sec=images_per_sec,
                   lr=optim.current_lr(self.cfg.optim, self.state.opt_state, step - 1,
                                       self.steps_per_epoch, self.total_steps))
     self.writer.write(step, logged)
@@ -564,7 +345,22 @@ class Run:
     # unix time, so time-to-accuracy can be read off against any start (process, job)
     self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch,
                              "time": time.time()})
+    if result["eval_top1"] > self._best[0]:
+      self._best = (result["eval_top1"], step)
+    if self.is_main:
+      self.progress.note(
+          f"eval at step {step} (epoch {step / self.steps_per_epoch:.2f}): top-1 "
+          f"{100 * result['eval_top1']:.2f}%, top-5 {100 * result['eval_top5']:.2f}%, loss "
+          f"{result['eval_loss']:.4f}; best top-1 {100 * self._best[0]:.2f}% at step "
+          f"{self._best[1]}")
     return {**result, "step": step}
+
+  def _best_from_log(self) -> tuple[float, int]:
+    """The best eval top-1 logged so far, and its step ((-1, 0) if none): a resumed run's."""
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    logged = [(r["eval_top1"], r["step"]) for r in metrics.read_jsonl(path)
+              if "eval_top1" in r and not r.get("final")] if os.path.exists(path) else []
+    return max(logged, key=lambda x: (x[0], -x[1]), default=(-1.0, 0))
 
   def _final_from_log(self) -> dict | None:
     path = os.path.join(self.workdir, "metrics.jsonl")

@@ -1,8 +1,8 @@
 """The XLA options cnn_jax sets by default, each because it was measured to help.
 
-XLA reads XLA_FLAGS once, when its first backend starts, so `apply` runs when cnn_jax is
-imported (import it before the first JAX computation). An option already in XLA_FLAGS is
-left as the user set it, so any default here is overridden by naming it there:
+XLA reads XLA_FLAGS once, when its first backend starts, so `apply` runs in
+`startup.configure()`, which run.py calls before JAX starts. An option already in XLA_FLAGS
+is left as the user set it, so any default here is overridden by naming it there:
 
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,individual_convolution python run.py
 

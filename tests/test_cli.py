@@ -82,3 +82,13 @@ def test_ci_runs_the_readme_test_command():
     readme = f.read()
   assert ci_command.endswith("pytest -q -n 2 tests")
   assert f"```\n{ci_command}\n```" in readme
+
+
+def test_a_bug_shows_its_traceback_and_exit_1_not_a_user_error():
+  code = ("import sys, run; sys.argv = ['run.py', 'summary']; "
+          "run.summary = lambda cfg: {}['a key our code lacks']; run.cli()")
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 1, r.stderr[-2000:]
+  assert "Traceback" in r.stderr and "KeyError: 'a key our code lacks'" in r.stderr
+  assert not any(ln.startswith("error:") for ln in r.stderr.splitlines())

@@ -27,9 +27,10 @@ def test_apply_and_opting_out():
 
 
 def _compiled_conv(extra_env: dict) -> str:
-  """The optimised HLO of a small convolution, compiled in a fresh process that imports
-  cnn_jax first (XLA reads its options once, at start-up)."""
-  code = ("import cnn_jax, jax, jax.numpy as jnp\n"
+  """The optimised HLO of a small convolution, compiled in a fresh process that calls
+  cnn_jax's start-up first (XLA reads its options once, when its backend starts)."""
+  code = ("from cnn_jax import startup; startup.configure(reexec=False)\n"
+          "import jax, jax.numpy as jnp\n"
           "f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
           "dimension_numbers=('NHWC', 'HWIO', 'NHWC')))\n"
           "print(f.lower(jnp.ones((8, 14, 14, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text())")
@@ -44,3 +45,19 @@ def test_the_default_reaches_xla():
   # it stays an XLA convolution.
   assert "__ynn_fusion" in _compiled_conv({"CNN_JAX_XLA_DEFAULTS": "0"})
   assert "__ynn_fusion" not in _compiled_conv({})
+
+
+def test_importing_cnn_jax_changes_no_environment_variable():
+  # TensorFlow sets variables of its own on import (TPU_ML_PLATFORM, TF2_BEHAVIOR, ...):
+  # imported first, they are in `before`; what is left to differ would be cnn_jax's
+  code = ("import os, pkgutil, importlib, json\n"
+          "first = dict(os.environ); import cnn_jax; assert dict(os.environ) == first\n"
+          "import tensorflow, tensorflow_datasets, jax; before = dict(os.environ)\n"
+          "for m in pkgutil.walk_packages(cnn_jax.__path__, 'cnn_jax.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "after = dict(os.environ)\n"
+          "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)\n"
+          "                  if before.get(k) != after.get(k)}))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       check=True, env={**os.environ, "XLA_FLAGS": ""})
+  assert out.stdout.strip().splitlines()[-1] == "{}"

@@ -1,0 +1,46 @@
+"""Training throughput: images per second of training time, evaluations and checkpoints left
+out, so the figure on the progress line and in metrics.jsonl is the step rate whatever falls
+between two logs."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable
+
+
+class TrainClock:
+  """Counts images and the seconds spent training since the last `read`.
+
+  `start()` after the first step (compilation is not training); `add(n)` for each later step;
+  `with clock.paused():` around an evaluation or a checkpoint, after the steps before it
+  have finished (so their time is counted); `read()` at a log gives images/s and starts a new
+  interval.
+  """
+
+  def __init__(self, now: Callable[[], float] = time.monotonic):
+    self.now = now
+    self.started = False
+    self._images, self._since, self._paused = 0, now(), 0.0
+
+  def start(self) -> None:
+    self.started = True
+    self._images, self._since, self._paused = 0, self.now(), 0.0
+
+  def add(self, images: int) -> None:
+    self._images += images
+
+  @contextlib.contextmanager
+  def paused(self):
+    begun = self.now()
+    try:
+      yield
+    finally:
+      self._paused += self.now() - begun
+
+  def read(self) -> float:
+    """Images per second of training time since the last read (or start); starts anew."""
+    seconds = self.now() - self._since - self._paused
+    rate = self._images / seconds if seconds > 0 and self._images else 0.0
+    self.start()
+    return rate

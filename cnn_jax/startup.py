@@ -1,0 +1,27 @@
+"""What a cnn_jax process sets before JAX starts, in one explicit call: `configure()`.
+
+Importing cnn_jax changes nothing in the process. `run.py` (and each benchmark script) calls
+`configure()` first, before anything imports JAX:
+
+1. Transparent huge pages for glibc's allocations (`huge_pages`): where it applies (Linux,
+   glibc 2.35 or newer, THP not 'never'), the process starts itself again, same PID and
+   command line, with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, which glibc reads only at
+   start. Children inherit the tunable and are not started again. CNN_JAX_HUGE_PAGES=0 opts
+   out. Measured by `benchmarks/lowering_ab.py --rewrite=huge_pages`.
+2. XLA's CPU options (`xla_options`): appended to XLA_FLAGS unless named there already;
+   CNN_JAX_XLA_DEFAULTS=0 opts out. GPU and TPU backends ignore them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+from cnn_jax import huge_pages, xla_options
+
+
+def configure(environ: MutableMapping[str, str] = os.environ, reexec: bool = True) -> None:
+  """Sets the process up (see the module docstring); call it before JAX starts a backend."""
+  if reexec:
+    huge_pages.reexec()  # first: it replaces the process, which then comes back here
+  xla_options.apply(environ)

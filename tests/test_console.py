@@ -1,0 +1,64 @@
+"""What the console and metrics.jsonl say while a run trains: the throughput of training time
+only, one line per evaluation, and a progress line that a terminal redraws in place."""
+
+import io
+
+from cnn_jax import metrics
+from cnn_jax.clock import TrainClock
+
+
+class FakeTime:
+  def __init__(self):
+    self.t = 100.0
+
+  def __call__(self):
+    return self.t
+
+
+def test_throughput_leaves_out_evaluations_and_checkpoints():
+  now = FakeTime()
+  clock = TrainClock(now)
+  now.t += 7.0  # compilation: before start, not counted
+  clock.start()
+  rates = []
+  for log in range(6):
+    for _ in range(10):  # ten steps of 128 images, 20 ms each: 6,400 images/s
+      now.t += 0.02
+      clock.add(128)
+    if log in (1, 3):  # an evaluation, then a checkpoint write, between two logs
+      with clock.paused():
+        now.t += 12.0
+      with clock.paused():
+        now.t += 3.0
+    rates.append(clock.read())
+  assert all(abs(r / 6400 - 1) < 0.1 for r in rates), rates  # within 10% of the steady rate
+
+
+class Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_an_evaluation_line_stands_above_the_redrawn_progress_line():
+  tty = Terminal()
+  progress = metrics.Progress(100, stream=tty)
+  progress.update(10, loss=1.0)
+  progress.note("eval at step 10 (epoch 1.00): top-1 50.00%")
+  progress.update(20, loss=0.5)
+  progress.close()
+  out = tty.getvalue()
+  assert out.startswith("\rstep 10/100")  # drawn in place
+  assert "\reval at step 10 (epoch 1.00): top-1 50.00%" in out
+  assert out.count("\n") == 2 and "\rstep 20/100" in out.split("\n")[1]
+
+
+def test_a_file_gets_plain_lines():
+  log = io.StringIO()
+  progress = metrics.Progress(100, stream=log, interval=0.0)
+  progress.update(10, loss=1.0)
+  progress.note("eval at step 10")
+  progress.update(20, loss=0.5)
+  progress.close()
+  lines = log.getvalue().splitlines()
+  assert "\r" not in log.getvalue() and len(lines) == 3
+  assert lines[0].startswith("step 10/100") and lines[1] == "eval at step 10"
