@@ -55,6 +55,8 @@ def train_config() -> ml_collections.ConfigDict:
       "log_every_steps": 50,      # metrics are fetched from the device this often
       "skip_nonfinite": False,    # skip (and count) steps whose loss or gradient is not
                                   # finite, instead of stopping the run
+      "profile_steps": (),        # (first, last): a jax.profiler trace of steps first+1 to
+                                  # last in <workdir>/profile; () = off
   })
 
 
@@ -160,3 +162,8 @@ def _validate_training(cfg) -> None:
     raise ConfigError(f"train.eval_every_epochs={t.eval_every_epochs!r} must be positive "
                       "(or set train.eval_every_steps)")
   check_batch_split(cfg)
+  p = t.profile_steps
+  if not (isinstance(p, tuple) and (p == () or (
+      len(p) == 2 and all(schema.at_least(0, integer=True).ok(x) for x in p) and p[0] < p[1]))):
+    raise ConfigError(f"train.profile_steps={p!r} must be () or two step counts (first, last) "
+                      "with first < last, e.g. '(100, 110)'")

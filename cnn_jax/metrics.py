@@ -82,36 +82,16 @@ def read_jsonl(path) -> list[dict]:
   return records
 
 
-class _EventWriter:
-  """TensorBoard scalars through tf.summary.write, as clu's SummaryWriter writes them.
-
-  clu.metric_writers (and tf.summary.scalar) need the `tensorboard` package, which the pinned
-  environment lacks; tf.summary.write with the scalars plugin's metadata writes the same events.
-  """
-
-  def __init__(self, logdir):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-    try:  # summaries need no accelerator; keep TensorFlow off the GPU JAX uses
-      tf.config.set_visible_devices([], "GPU")
-    except (RuntimeError, ValueError):
-      pass  # TensorFlow already initialised (e.g. by the input pipeline)
-    self._tf = tf
-    self._metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR)
-    self._writer = tf.summary.create_file_writer(logdir)
-
-  def write_scalars(self, step, scalars):
-    tf = self._tf
-    with self._writer.as_default():
-      for tag, value in scalars.items():
-        tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=self._metadata)
-    self._writer.flush()
-
-  def close(self):
-    self._writer.close()
+def _event_writer(logdir: str):
+  """clu's TensorBoard writer (tf.summary events: scalars, and the HParams dashboard's
+  summary), with TensorFlow kept off the accelerators JAX uses."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError):
+    pass  # TensorFlow already initialised (e.g. by the input pipeline)
+  return metric_writers.SummaryWriter(logdir)
 
 
 class Writer:
@@ -147,8 +127,20 @@ class Writer:
     numbers = {k: v for k, v in scalars.items() if not isinstance(v, str)}
     if numbers:
       if self._events is None:
-        self._events = _EventWriter(self.logdir)
+        self._events = _event_writer(self.logdir)
       self._events.write_scalars(step, numbers)
+      self._events.flush()
+
+  def write_hparams(self, hparams: dict):
+    """The run's hyperparameters (flat: {'optim.lr': 0.01, ...}) for TensorBoard's HParams
+    dashboard, which then sets the final metrics beside them for every run of a log root."""
+    if not self.enabled:
+      return
+    if self._events is None:
+      self._events = _event_writer(self.logdir)
+    self._events.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                                for k, v in hparams.items()})
+    self._events.flush()
 
   def write_final(self, scalars: dict, step: int | None = None):
     """Appends {"final": true, "step": step, **scalars}.
@@ -325,10 +317,10 @@ class Progress:
   """
 
   def __init__(self, total_steps: int, initial_step: int = 0, enabled: bool = True,
-               stream=sys.stderr, interval: float = 10.0, window: float = 60.0, width: int = 20):
+               stream=None, interval: float = 10.0, window: float = 60.0, width: int = 20):
     self.total = int(total_steps)
     self.enabled = enabled
-    self.stream = stream
+    self.stream = stream = stream or sys.stderr  # the current one, not the one at import
     self.tty = enabled and bool(getattr(stream, "isatty", lambda: False)())
     self.interval = 0.1 if self.tty else interval
     self.window = window

@@ -206,6 +206,8 @@ class Run:
     logging.info("parameter layout:\n%s", self.layout.table())
     if self.is_main:
       workdirs.record_config(self.workdir, cfg)
+    if step == 0:  # a new attempt: its hyperparameters for TensorBoard's HParams dashboard
+      self.writer.write_hparams(workdirs.flat_config(cfg))
     if step >= self.total_steps:
       final = self._final_from_log() if self.is_main else None
       if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
@@ -228,6 +230,9 @@ class Run:
                                         self.batch_sharding):
           self.state = self.train_step(self.state, batch)
           step += 1
+          if step in cfg.train.profile_steps:
+            with clock.paused():
+              self._profile(step)
           if clock.started:
             clock.add(cfg.train.batch_size)
           else:  # keep compilation out of the first throughput figure
@@ -280,6 +285,19 @@ class Run:
                 f"; work directory {self.workdir}")
     self.ckpt.close()
     return final
+
+  def _profile(self, step: int) -> None:
+    """Starts (at the first of train.profile_steps) or ends a jax.profiler trace, written to
+    <workdir>/profile for TensorBoard's profiler or, as perfetto_trace.json.gz, Perfetto."""
+    jax.block_until_ready(self.state)
+    first, last = self.cfg.train.profile_steps
+    if step == first:
+      jax.profiler.start_trace(os.path.join(self.workdir, "profile"),
+                               create_perfetto_trace=True)
+    else:
+      jax.profiler.stop_trace()
+      self.progress.note(f"profile of steps {first + 1} to {last} in "
+                         f"{os.path.join(self.workdir, 'profile')}")
 
   def run_info(self) -> dict:
     """Which layout ran, on what mesh: recorded with the final metrics."""

@@ -22,7 +22,8 @@ from cnn_jax.errors import UserError
 CONFIG = "config.json"
 # Keys that may change between the sessions of one run (prefixes of dotted keys).
 MAY_CHANGE = ("train.steps", "train.epochs", "train.eval_every_", "train.log_every_steps",
-              "train.eval_batch_size", "train.skip_nonfinite", "checkpoint.", "mesh.",
+              "train.eval_batch_size", "train.skip_nonfinite", "train.profile_steps",
+              "checkpoint.", "mesh.",
               "data.data_dir", "data.manual_dir", "data.folder", "data.cache")
 
 
@@ -122,12 +123,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
   return out
 
 
+def flat_config(cfg) -> dict:
+  """{'optim.lr': 0.01, ...}: a ConfigDict's (or a dict's) leaves by dotted key."""
+  return _flat(cfg if isinstance(cfg, dict) else json.loads(cfg.to_json_best_effort()))
+
+
 def config_changes(recorded: dict, cfg) -> list[str]:
   """'key: old -> new' for each run-defining key that differs between the recorded config
   and `cfg` (a ConfigDict or a dict)."""
-  if not isinstance(cfg, dict):
-    cfg = json.loads(cfg.to_json_best_effort())
-  old, new = _flat(recorded), _flat(cfg)
+  old, new = _flat(recorded), flat_config(cfg)
   changes = []
   for key in sorted(set(old) | set(new)):
     if key.startswith(MAY_CHANGE) or old.get(key) == new.get(key):

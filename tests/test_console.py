@@ -62,3 +62,23 @@ def test_a_file_gets_plain_lines():
   lines = log.getvalue().splitlines()
   assert "\r" not in log.getvalue() and len(lines) == 3
   assert lines[0].startswith("step 10/100") and lines[1] == "eval at step 10"
+
+
+def test_profile_steps_write_a_trace_and_evaluations_print_a_line(tmp_path, capsys):
+  import glob
+
+  import tensorflow_datasets as tfds
+
+  from cnn_jax import train
+  from helpers import tiny_training
+  with tfds.testing.mock_data(num_examples=48):
+    cfg = tiny_training("simple_cnn.py", steps=4, data=1)
+    cfg.train.update(profile_steps=(1, 3), eval_every_steps=2)
+    train.train(cfg, str(tmp_path))
+  assert glob.glob(f"{tmp_path}/profile/**/*.xplane.pb", recursive=True)
+  assert glob.glob(f"{tmp_path}/profile/**/perfetto_trace.json.gz", recursive=True)
+  err = capsys.readouterr().err
+  assert "profile of steps 2 to 3 in" in err
+  evals = [ln for ln in err.splitlines() if ln.startswith("eval at step")]
+  assert [ln.split(" (")[0] for ln in evals] == ["eval at step 2", "eval at step 4"]
+  assert all("top-1" in ln and "top-5" in ln and "best top-1" in ln for ln in evals)
