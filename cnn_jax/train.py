@@ -60,6 +60,14 @@ class Run:
       self.lock.release()
       raise
 
+  def __getattr__(self, name: str):
+    """The compiled pieces of the run's `Steps` (summary, tx, layout, state_sharding,
+    batch_sharding, train_step, eval_step) read as the run's own; a test may set one."""
+    steps = self.__dict__.get("steps")
+    if steps is None or name == "state" or name not in Steps.__dataclass_fields__:
+      raise AttributeError(name)
+    return getattr(steps, name)
+
   def _take_lock(self, only_if_exists: bool = False) -> None:
     """Process 0 takes the work directory's lock (at once if the directory exists, else when
     it has created it); every process calls this at the same points and learns whether it
@@ -102,11 +110,9 @@ class Run:
                                                              * self.steps_per_epoch)))
     self.save_every = cfg.checkpoint.every_steps or self.eval_every
 
-    b = build_steps(cfg, self.mesh, self.ds.num_classes, self.steps_per_epoch,
-                    self.total_steps)
-    self.summary, self.tx, self.layout, self.state = b.summary, b.tx, b.layout, b.state
-    self.state_sharding, self.batch_sharding = b.state_sharding, b.batch_sharding
-    self.train_step, self.eval_step = b.train_step, b.eval_step
+    self.steps = build_steps(cfg, self.mesh, self.ds.num_classes, self.steps_per_epoch,
+                             self.total_steps)
+    self.state = self.steps.state  # the run's current state; steps.state stays the initial one
     self._set_plateau = jax.jit(
         lambda state, plateau, scale: state.replace(
             plateau=plateau, opt_state=optim.set_lr_scale(state.opt_state, scale)),
