@@ -6,9 +6,12 @@ Config files under configs/ start from `base(...)` and change what their experim
 
 from __future__ import annotations
 
+import os
+import re
+
 import ml_collections
 
-from cnn_jax import schema
+from cnn_jax import schema, transfer
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import FAMILIES, knobs
 from cnn_jax.models import family as model_family
@@ -35,6 +38,8 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
       "output": "paper",        # paper | dense | rbf
       "init": "paper",          # paper | he | glorot | lecun | lecun98 | normal:<std>
       "dtype": "float32",       # compute dtype; parameters stay float32
+      "init_from": "",          # a run (work directory or checkpoint) to copy layers from
+      "init_from_layers": "vgg_a",  # which: a preset (transfer.PRESETS) or a path regex
       "lowering": "auto",       # auto | xla | cpu: how convolutions, their bias and
                                 # max-pooling are computed (models/lowering.py); auto = cpu
                                 # on the CPU backend
@@ -90,6 +95,8 @@ def model_rules() -> dict:
       "init": schema.Str(nonempty=True),
       "dtype": schema.Choice(DTYPES),
       "lowering": schema.Choice(LOWERINGS),
+      "init_from": schema.Str(),
+      "init_from_layers": schema.Str(nonempty=True, hint="e.g. vgg_a or 'conv1_1/'"),
   }
 
 
@@ -125,6 +132,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     except ValueError:
       raise ConfigError(f"model.init={m.init!r} is not an initialiser; use paper, he, glorot, "
                         "lecun, lecun98, zeros, normal:<std> or constant:<value>") from None
+  try:
+    re.compile(transfer.pattern(m.init_from_layers))
+  except re.error as e:
+    raise ConfigError(f"model.init_from_layers={m.init_from_layers!r} is neither a preset "
+                      f"({', '.join(transfer.PRESETS)}) nor a regular expression ({e})") from None
+  if m.init_from and not os.path.isdir(m.init_from):
+    raise ConfigError(f"model.init_from={m.init_from!r} is not a directory; name a work "
+                      "directory, its checkpoints/ folder or one step's folder")
   if "train" in cfg:
     _validate_training(cfg)
   return cfg

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from cnn_jax import inspect, models, optim, parallel
+from cnn_jax import inspect, models, optim, parallel, transfer
 
 
 @flax.struct.dataclass
@@ -157,6 +157,7 @@ class Steps:
   batch_sharding: Any
   train_step: Any   # jitted (state, batch) -> state, the state donated
   eval_step: Any    # jitted (state, batch) -> sums
+  copied: tuple = ()  # parameters taken from model.init_from (transfer.py)
 
 
 def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: int) -> Steps:
@@ -165,6 +166,7 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: 
   model = models.build(cfg.model, seed=cfg.seed)
   summary = inspect.summarize(model)
   train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
+  params, copied = transfer.initialise(cfg.model, params)  # VGG Sec. 3.1: B-E from A
   eval_graph = nnx.graphdef(models.view(model, train=False))
   tx = optim.make(cfg.optim, params, steps_per_epoch, total_steps)
   layout = parallel.Layout.of(cfg.mesh, mesh, params)
@@ -178,7 +180,7 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: 
                       in_shardings=(state_sharding, batch_sharding),
                       out_shardings=parallel.replicated(mesh))
   return Steps(summary, tx, layout, parallel.place(state, state_sharding), state_sharding,
-               batch_sharding, train_step, eval_step)
+               batch_sharding, train_step, eval_step, tuple(copied))
 
 
 def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

@@ -214,6 +214,10 @@ class Run:
       workdirs.record_config(self.workdir, cfg)
     if step == 0:  # a new attempt: its hyperparameters for TensorBoard's HParams dashboard
       self.writer.write_hparams(workdirs.flat_config(cfg))
+      if self.steps.copied:
+        layers = sorted({name.rsplit("/", 1)[0] for name in self.steps.copied})
+        self._print(f"initialised {', '.join(layers)} from {cfg.model.init_from}; the other "
+                    "layers at random")
     if step >= self.total_steps:
       final = self._final_from_log() if self.is_main else None
       if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
