@@ -115,7 +115,7 @@ def input_pipeline(cfg, seconds: float = 5.0) -> float:
   from cnn_jax import data
   ds = data.build(cfg.data, image_shape=tuple(cfg.model.input_shape),
                   global_batch=cfg.train.batch_size, eval_batch=cfg.train.eval_batch_size,
-                  seed=cfg.seed)
+                  seed=data.seed(cfg.data, cfg.seed))
   return _drain(ds.train_batches(0), seconds)
 
 

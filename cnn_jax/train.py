@@ -95,7 +95,8 @@ class Run:
     share, shares = parallel.input_share(self.mesh)
     self.ds = data.build(cfg.data, image_shape=tuple(cfg.model.input_shape),
                          global_batch=cfg.train.batch_size, eval_batch=eval_batch,
-                         seed=cfg.seed, process_index=share, process_count=shares)
+                         seed=data.seed(cfg.data, cfg.seed), process_index=share,
+                         process_count=shares)
     if self.ds.num_classes < 2:
       raise UserError(f"{cfg.data.name} has {self.ds.num_classes} class; a classifier needs at "
                       "least two (for a folder dataset: one sub-folder per class)")

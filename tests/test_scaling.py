@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from cnn_jax import scaling
+from cnn_jax import scaling, scaling_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # error(N, D) = A N^-ALPHA + B D^-BETA + C, top-1 error as a fraction (0.11 to 0.26 here).
@@ -204,9 +204,9 @@ def test_plots_write_pngs(tmp_path, noisy_fit):
   one = scaling.fit_power_law(n[d == EXAMPLES[0]], error[d == EXAMPLES[0]], n_boot=50)
   frontier = scaling.frontier(fit, n, d, error, k=K)
   paths = [tmp_path / "joint.png", tmp_path / "one.png", tmp_path / "frontier.png"]
-  scaling.plot_fit(held.fit, str(paths[0]), n, error, d, held_out=held)
-  scaling.plot_fit(one, str(paths[1]), n[d == EXAMPLES[0]], error[d == EXAMPLES[0]])
-  scaling.plot_frontier(frontier, str(paths[2]), title="synthetic")
+  scaling_plots.plot_fit(held.fit, str(paths[0]), n, error, d, held_out=held)
+  scaling_plots.plot_fit(one, str(paths[1]), n[d == EXAMPLES[0]], error[d == EXAMPLES[0]])
+  scaling_plots.plot_frontier(frontier, str(paths[2]), title="synthetic")
   for path in paths:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000

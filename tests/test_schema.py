@@ -85,3 +85,4 @@ class _nothing:
 
   def __exit__(self, *exc):
     return False
+

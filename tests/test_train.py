@@ -163,3 +163,27 @@ def test_config_files_and_variants(file, arg, variant):
   assert cfg.model.name == file[:-3] and cfg.model.variant == variant
   small = arg is not None and arg.startswith("small")
   assert (cfg.data.name == "fashion_mnist") == (small or file == "simple_cnn.py")
+
+
+def test_data_seed_separates_the_data_order_from_the_initialisation(tmp_path):
+  import numpy as np
+  import tensorflow_datasets as tfds
+
+  from cnn_jax import data, train
+  from helpers import tiny_training
+  assert data.seed(load_config("simple_cnn.py").data, 7) == 7  # -1: the run's seed
+  with tfds.testing.mock_data(num_examples=48):
+    runs = {}
+    for name, seed, data_seed in (("a", 0, -1), ("b", 0, 5), ("c", 3, 0)):
+      cfg = tiny_training("simple_cnn.py", steps=2, data=1)
+      cfg.seed, cfg.data.seed = seed, data_seed
+      run = train.Run(cfg, str(tmp_path / name))
+      first = next(iter(run.ds.train_batches(0)))["label"]
+      import jax
+      kernel = next(x for x in jax.tree.leaves(run.state.params) if x.ndim > 1)
+      runs[name] = (np.asarray(first), np.asarray(kernel))
+      run.close()
+  assert not np.array_equal(runs["a"][0], runs["b"][0])  # another data order ...
+  np.testing.assert_array_equal(runs["a"][1], runs["b"][1])  # ... the same initialisation
+  np.testing.assert_array_equal(runs["a"][0], runs["c"][0])  # the same data order ...
+  assert not np.array_equal(runs["a"][1], runs["c"][1])  # ... another initialisation

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from cnn_jax.data.config import defaults, validate
+from cnn_jax.data.config import defaults, seed, validate
 
 VENDORED_FASHION_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor",
                                       "fashion_mnist") + os.sep
@@ -31,4 +31,4 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
                         process_count)
 
 
-__all__ = ["VENDORED_FASHION_MNIST", "build", "defaults", "validate"]
+__all__ = ["VENDORED_FASHION_MNIST", "build", "defaults", "seed", "validate"]

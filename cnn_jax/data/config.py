@@ -33,6 +33,8 @@ def defaults() -> ml_collections.ConfigDict:
       "eval_split": "test",
       "shuffle_buffer": 0,          # 0 = the whole split
       "cache": True,                # keep decoded, un-augmented examples in memory
+      "seed": -1,                   # data order, augmentation draws and a folder's held-out
+                                    # split; -1 = the run's `seed` (which also initialises)
       "threads": 0,                 # tf.data's threads; 0 = TensorFlow's choice (a thread
                                     # per core). Fewer leave cores to XLA's train step.
       "preprocess": {               # applied in this order; each step switchable
@@ -61,6 +63,7 @@ RULES = {
     "shuffle_buffer": schema.at_least(0, "0 = the whole split", integer=True),
     "cache": schema.Bool(),
     "threads": schema.at_least(0, "0 = one per core", integer=True),
+    "seed": schema.Num(low=0, integer=True, also=(-1,), hint="-1 = the run's seed"),
     "preprocess.pad": schema.at_least(0, integer=True),
     "preprocess.resize": schema.at_least(0, "0 = off", integer=True),
     "preprocess.random_crop": schema.Bool(),
@@ -72,6 +75,11 @@ RULES = {
     "preprocess.pca_colour": schema.at_least(0, "AlexNet: 0.1; 0 = off"),
     "preprocess.stats_samples": schema.at_least(1, integer=True),
 }
+
+
+def seed(cfg: ml_collections.ConfigDict, run_seed: int) -> int:
+  """The seed of the data order and augmentation: `data.seed`, or the run's if it is -1."""
+  return run_seed if cfg.seed == -1 else cfg.seed
 
 
 def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.ConfigDict:
