@@ -3,7 +3,7 @@
   python run.py train   --config=configs/<family>.py:<variant> --workdir=DIR [--config.a.b=v ...]
   python run.py eval    --config=... --workdir=DIR [--checkpoint=latest|best|STEP]
   python run.py summary --config=configs/vgg.py:D [--json]
-  python run.py study   --study=experiments/<file>.py:small [--processes=N | --slurm]
+  python run.py study   --study=experiments/<file>.py:small [--processes=N | --slurm | --plan]
   python run.py bench   --config=configs/alexnet.py:torchvision [--input=jpeg] [--json]
 
 The mesh and layout come from the config (--config.mesh.layout=fsdp, --config.mesh.model=2,
@@ -51,6 +51,10 @@ def define_flags() -> None:
   flags.DEFINE_string("slurm_options", "", "study: extra #SBATCH options, e.g. "
                       "'--partition=gpu --gpus-per-task=1 --time=48:00:00'.")
   flags.DEFINE_bool("collect_only", False, "study: only gather the finished runs' results.")
+  flags.DEFINE_bool("plan", False, "study: print every run's training FLOPs and predicted "
+                    "time, and the total, and run nothing.")
+  flags.DEFINE_string("images_per_sec", None, "study --plan: training images/s of the devices "
+                      "(a number, or a JSON file of {variant: images/s} from run.py bench).")
   flags.DEFINE_bool("allow_config_change", False, "train: continue a work directory whose "
                     "recorded run has a different config.")
   flags.DEFINE_bool("discard_unreadable_checkpoints", False, "train: when every checkpoint in "
@@ -199,6 +203,11 @@ def main(argv) -> None:
       from cnn_jax import study
       if not FLAGS.study:
         raise UserError("study needs --study=experiments/<file>.py[:small|paper]")
+      if FLAGS.plan:
+        from cnn_jax import studyplan
+        rate = FLAGS.images_per_sec
+        sys.exit(studyplan.main(FLAGS.study, float(rate) if rate and rate.replace(
+            ".", "", 1).isdigit() else rate))
       sys.exit(study.main(FLAGS.study, FLAGS.workdir, FLAGS.processes, FLAGS.slurm,
                           FLAGS.collect_only, FLAGS.slurm_options))
     cfg = config.validate(FLAGS.config)

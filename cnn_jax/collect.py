@@ -1,12 +1,17 @@
-"""A study's results: one table row per variant, a power-law fit for scaling studies, and plots.
+"""A study's results: one table row per variant, its declared comparisons, a power-law fit for
+scaling studies, and plots.
 
 A study directory holds one sub-directory per training run, each with `study_run.json`
-({"variant", "overrides", "seed"}) and the run's `metrics.jsonl`. Runs of one variant differ only
-in their seed; a run whose log has no final record is unfinished and is counted, not averaged.
+({"variant", "overrides", "seed", "data_seed"}) and the run's `metrics.jsonl`. Runs of one
+variant differ only in their seeds; a run whose log has no final record is unfinished and is
+counted, not averaged. Every cell that averages seeds is the mean with its 95% Student-t
+interval (`stats.mean_interval`) over the variant's finished seeds, and each variant's eval
+error curve is checked for convergence against that interval (`stats.convergence`).
 
-  python -m cnn_jax.collect STUDY_DIR OUT_DIR --title "..." [--scaling params|train_examples]
+  python -m cnn_jax.collect STUDY_DIR OUT_DIR --title "..." [--scaling params|train_examples|joint]
 
-writes table.csv, table.md, fit.json (scaling studies) and the PNG plots to OUT_DIR.
+writes table.csv, table.md, comparisons.json (studies declaring comparisons), fit.json (scaling
+studies) and the PNG plots to OUT_DIR.
 """
 
 from __future__ import annotations
@@ -22,16 +27,25 @@ import warnings
 
 import numpy as np
 
-from cnn_jax import metrics
+from cnn_jax import comparisons as claims
+from cnn_jax import joint_fit, metrics, stats
+from cnn_jax import scaling as laws
+from cnn_jax.collect_plots import is_number as _number
+from cnn_jax.collect_plots import plot_curves, plot_error_vs, scaling_points
 
 RUN_FILE = "study_run.json"
 SCALING_KEYS = ("params", "train_examples")
+SCALINGS = (*SCALING_KEYS, "joint")
 FORM = "error(N) = a N^-b + c"
 MIN_DISTINCT_N = 4
-# (column, heading) of table.csv; a mean +- std pair per metric over a variant's finished seeds.
-CSV_COLUMNS = ("variant", "finished", "runs", "seeds", "params", "macs", "top1_error_pct",
-               "top1_error_pct_std", "top5_error_pct", "top5_error_pct_std", "eval_loss",
-               "eval_loss_std", "images_per_sec", "wall_time_s")
+# The metrics averaged over seeds: (column, final-record key, value of the record's number).
+AVERAGED = (("top1_error_pct", "eval_top1", lambda v: 100 * (1 - v)),
+            ("top5_error_pct", "eval_top5", lambda v: 100 * (1 - v)),
+            ("eval_loss", "eval_loss", lambda v: v))
+# table.csv: per averaged metric its mean, sample std and 95% interval [low, high] over seeds.
+CSV_COLUMNS = ("variant", "finished", "runs", "seeds", "params", "macs",
+               *[c + suffix for c, _, _ in AVERAGED for suffix in ("", "_std", "_low", "_high")],
+               "images_per_sec", "wall_time_s", "converged", "curve_change_pct")
 
 
 def find_runs(study_dir: str) -> list[dict]:
@@ -55,7 +69,8 @@ def find_runs(study_dir: str) -> list[dict]:
     final = next((r for r in reversed(records) if r.get("final")), None)
     runs.append({"name": name, "dir": folder, "variant": spec.get("variant", name),
                  "order": spec.get("order", 0),  # the arm's place in the study file
-                 "seed": spec.get("seed"), "overrides": spec.get("overrides", {}),
+                 "seed": spec.get("seed"), "data_seed": spec.get("data_seed", spec.get("seed")),
+                 "overrides": spec.get("overrides", {}),
                  "records": [r for r in records if not r.get("final")], "final": final})
   if not runs:
     raise FileNotFoundError(f"no run directories (holding {RUN_FILE}) under {study_dir}")
@@ -76,10 +91,6 @@ def train_images_per_sec(records: list[dict]) -> float | None:
   return statistics.median(rates) if rates else None
 
 
-def _number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _mean_std(values) -> tuple[float | None, float | None]:
   """Mean and sample standard deviation (None with fewer than two values)."""
   values = [v for v in values if _number(v)]
@@ -89,28 +100,47 @@ def _mean_std(values) -> tuple[float | None, float | None]:
 
 
 def variant_row(variant: str, runs: list[dict]) -> dict:
-  """The table row of one variant: its finished runs' means (and sample stds over seeds)."""
+  """The table row of one variant: per averaged metric the `stats.Interval` over its finished
+  seeds ("intervals") and its mean, std, low and high as columns (None where undefined), the
+  convergence of its eval-error curve against its top-1 interval's half-width."""
   done = [r for r in runs if r["final"] is not None]
   finals = [r["final"] for r in done]
-  top1, top1_std = _mean_std([100 * (1 - f["eval_top1"]) for f in finals if "eval_top1" in f])
-  top5, top5_std = _mean_std([100 * (1 - f["eval_top5"]) for f in finals if "eval_top5" in f])
-  loss, loss_std = _mean_std([f.get("eval_loss") for f in finals])
-  return {"variant": variant, "finished": len(done), "runs": len(runs),
-          "seeds": [r["seed"] for r in done],
-          "params": next((f["params"] for f in finals if "params" in f), None),
-          "macs": next((f["macs"] for f in finals if "macs" in f), None),
-          "top1_error_pct": top1, "top1_error_pct_std": top1_std,
-          "top5_error_pct": top5, "top5_error_pct_std": top5_std,
-          "eval_loss": loss, "eval_loss_std": loss_std,
-          "images_per_sec": _mean_std([train_images_per_sec(r["records"]) for r in done])[0],
-          "wall_time_s": _mean_std([f.get("wall_time_s") for f in finals])[0],
-          "unfinished": [r["name"] for r in runs if r["final"] is None]}
+  row = {"variant": variant, "finished": len(done), "runs": len(runs),
+         "seeds": [r["seed"] if r.get("data_seed", r["seed"]) == r["seed"]
+                   else f"{r['seed']}/{r['data_seed']}" for r in done],
+         "params": next((f["params"] for f in finals if "params" in f), None),
+         "macs": next((f["macs"] for f in finals if "macs" in f), None), "intervals": {}}
+  for column, key, value in AVERAGED:
+    values = [value(f[key]) for f in finals if _number(f.get(key))]
+    interval = stats.mean_interval(values) if values else None
+    row["intervals"][column] = interval
+    for suffix, field in (("", "mean"), ("_std", "std"), ("_low", "low"), ("_high", "high")):
+      v = getattr(interval, field) if interval is not None else None
+      row[column + suffix] = v if v is not None and math.isfinite(v) else None
+  top1 = row["intervals"]["top1_error_pct"]
+  check = claims.arm_convergence(done, top1.half_width) if top1 is not None else None
+  row.update(convergence=check,
+             converged=None if check is None or not math.isfinite(check.half_width)
+             else check.converged,
+             curve_change_pct=None if check is None or not math.isfinite(check.change)
+             else check.change,
+             images_per_sec=_mean_std([train_images_per_sec(r["records"]) for r in done])[0],
+             wall_time_s=_mean_std([f.get("wall_time_s") for f in finals])[0],
+             unfinished=[r["name"] for r in runs if r["final"] is None])
+  return row
 
 
-def _pm(mean, std, digits) -> str:
-  if mean is None:
+def _cell(interval, digits) -> str:
+  return "-" if interval is None else stats.format_interval(interval, digits)
+
+
+def _converged_cell(row) -> str:
+  if row["converged"] is None:
     return "-"
-  return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+  if row["converged"]:
+    return "yes"
+  change = row["curve_change_pct"]
+  return "no (one evaluation)" if change is None else f"no ({change:+.2f})"
 
 
 def _human(n) -> str:
@@ -122,29 +152,26 @@ def _human(n) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-  """The rows of `collect` as a markdown table, errors and loss as mean ± std over seeds."""
-  lines = ["| variant | runs | seeds | params | MACs | top-1 error % | top-5 error % | eval loss "
-           "| train images/s | wall time |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+  """The rows of `collect` as a markdown table: errors and loss as the mean [95% interval] over
+  the seeds listed (seed/data seed where they differ); converged: whether the mean eval error
+  moved less than the top-1 interval's half-width over the last 20% of training (else by how
+  much, in points)."""
+  lines = ["| variant | runs | seeds | params | MACs | top-1 error % [95% CI] | top-5 error % "
+           "[95% CI] | eval loss [95% CI] | train images/s | wall time | converged |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
   for r in rows:
     cells = [r["variant"], f"{r['finished']}/{r['runs']}",
              ", ".join(str(s) for s in r["seeds"]) or "-",
              "-" if r["params"] is None else f"{r['params']:,}",
              "-" if r["macs"] is None else _human(r["macs"]),
-             _pm(r["top1_error_pct"], r["top1_error_pct_std"], 2),
-             _pm(r["top5_error_pct"], r["top5_error_pct_std"], 2),
-             _pm(r["eval_loss"], r["eval_loss_std"], 4),
+             _cell(r["intervals"]["top1_error_pct"], 2),
+             _cell(r["intervals"]["top5_error_pct"], 2),
+             _cell(r["intervals"]["eval_loss"], 4),
              "-" if r["images_per_sec"] is None else f"{r['images_per_sec']:,.0f}",
-             "-" if r["wall_time_s"] is None else metrics.format_duration(r["wall_time_s"])]
+             "-" if r["wall_time_s"] is None else metrics.format_duration(r["wall_time_s"]),
+             _converged_cell(r)]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
-
-
-def scaling_points(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-  """(N, top-1 error as a fraction) of every finished run whose final record has `key`."""
-  points = [(r["final"][key], 1 - r["final"]["eval_top1"]) for r in runs
-            if r["final"] is not None and _number(r["final"].get(key))
-            and _number(r["final"].get("eval_top1"))]
-  return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
 
 def fit_power_law(n: np.ndarray, error: np.ndarray, key: str) -> dict:
@@ -185,124 +212,97 @@ def fit_power_law(n: np.ndarray, error: np.ndarray, key: str) -> dict:
           "c": float(c), "c_err": c_err, "rms_residual": float(np.sqrt(np.mean(residual ** 2)))}
 
 
+def bootstrap_intervals(n: np.ndarray, error: np.ndarray, n_boot: int = laws.N_BOOT) -> dict:
+  """{"a"|"b"|"c": {"value", "low", "high"}}: the 95% percentile-bootstrap intervals of
+  `scaling.fit_power_law` (seeds resampled within each N); {"reason"} where it cannot fit."""
+  try:
+    law = laws.fit_power_law(n, error, n_boot=n_boot)
+  except ValueError as e:
+    return {"reason": str(e)}
+  return {k: c.to_dict() for k, c in law.coefficients.items()}
+
+
 def fit_line(fit: dict) -> str:
-  """The fit as one markdown line: its parameters ± standard errors, or why there is none."""
+  """The fit as one markdown line: its parameters ± standard errors and, where there is one,
+  their 95% bootstrap intervals; or why there is no fit."""
   if "reason" in fit:
     return f"{FORM} (N = {fit['key']}): no fit, {fit['reason']}."
   terms = ", ".join(f"{p} = {fit[p]:.3g} ± {fit[p + '_err']:.2g}" for p in "bac")
-  return f"{FORM} (N = {fit['key']}, {fit['points']} runs, top-1 error as a fraction): {terms}"
+  line = f"{FORM} (N = {fit['key']}, {fit['points']} runs, top-1 error as a fraction): {terms}"
+  boot = fit.get("bootstrap", {})
+  if "reason" not in boot and all(boot.get(p, {}).get("low") is not None for p in "bac"):
+    line += "; 95% bootstrap intervals over seeds: " + ", ".join(
+        f"{p} [{boot[p]['low']:.3g}, {boot[p]['high']:.3g}]" for p in "bac")
+  return line
 
 
-def _figure(panels=1):
-  from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
-  fig = figure.Figure(figsize=(6.5 * panels, 4.8), layout="constrained")
-  backend_agg.FigureCanvasAgg(fig)
-  return fig, fig.subplots(1, panels, squeeze=False)[0]
+def _write_csv(path: str, rows: list[dict]):
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows)
 
 
-def _save(fig, path):
-  fig.savefig(path, format="png", dpi=100)
+def _json(path: str, value):
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(stats.json_safe(value), f, indent=2)
 
 
-def plot_error_vs(groups: dict, key: str, path: str, title: str, fit: dict | None = None):
-  """Top-1 error (%) of every finished run against final[key] (log x), each variant's mean ±
-  std labelled, and the fitted curve when `fit` has one."""
-  fig, (ax,) = _figure()
-  for i, (variant, runs) in enumerate(groups.items()):
-    n, error = scaling_points(runs, key)
-    if not len(n):
-      continue
-    color = f"C{i % 10}"
-    ax.scatter(n, 100 * error, s=14, alpha=0.45, color=color)
-    std = 100 * error.std(ddof=1) if len(n) > 1 else 0.0
-    ax.errorbar(n.mean(), 100 * error.mean(), yerr=std, fmt="o", color=color, capsize=3,
-                label=variant)
-    ax.annotate(variant, (n.mean(), 100 * error.mean()), textcoords="offset points",
-                xytext=(5, 5), fontsize=8)
-  if fit is not None and "b" in fit:
-    n, _ = scaling_points([r for runs in groups.values() for r in runs], key)
-    grid = np.geomspace(n.min(), n.max(), 200)
-    ax.plot(grid, 100 * (fit["a"] * grid ** -fit["b"] + fit["c"]), "k--",
-            label=f"fit: b = {fit['b']:.3g} ± {fit['b_err']:.2g}, c = {100 * fit['c']:.3g}%")
-  if ax.has_data():
-    ax.set_xscale("log")
-    ax.legend(fontsize=8)
-  else:
-    ax.text(0.5, 0.5, f"no finished run with {key}", ha="center", transform=ax.transAxes)
-  ax.set(xlabel=key, ylabel="top-1 error (%)", title=title)
-  ax.grid(True, which="both", alpha=0.3)
-  _save(fig, path)
-
-
-def _mean_curve(runs: list[dict], key: str, scale=1.0, offset=0.0):
-  """(epochs, mean over the runs logging that epoch of offset + scale * record[key])."""
-  values = collections.defaultdict(list)
-  for run in runs:
-    for r in run["records"]:
-      if _number(r.get(key)) and _number(r.get("epoch")):
-        values[round(r["epoch"], 6)].append(offset + scale * r[key])
-  epochs = sorted(values)
-  return epochs, [statistics.mean(values[e]) for e in epochs]
-
-
-def plot_curves(groups: dict, path: str, title: str):
-  """Eval top-1 error (%) and training loss against epoch, each variant's mean over seeds."""
-  fig, (err_ax, loss_ax) = _figure(2)
-  for i, (variant, runs) in enumerate(groups.items()):
-    color = f"C{i % 10}"
-    epochs, error = _mean_curve(runs, "eval_top1", scale=-100, offset=100)
-    if epochs:
-      err_ax.plot(epochs, error, "o-", ms=3, color=color, label=variant)
-    loss_key = next((k for k in metrics.LOSS_KEYS if _mean_curve(runs, k)[0]), None)
-    if loss_key:
-      loss_ax.plot(*_mean_curve(runs, loss_key), color=color, lw=1, label=variant)
-  fig.suptitle(title)  # once over both panels: a long title would overlap as two
-  for ax, ylabel in ((err_ax, "eval top-1 error (%)"), (loss_ax, "training loss")):
-    ax.set(xlabel="epoch", ylabel=ylabel, title=ylabel)
-    ax.grid(True, alpha=0.3)
-    if ax.has_data():
-      ax.legend(fontsize=8)
-  _save(fig, path)
-
-
-def collect(study_dir: str, out_dir: str, title: str, scaling: str | None = None) -> dict:
-  """Writes the study's table.csv, table.md, plots and (scaling studies) fit.json to out_dir.
+def collect(study_dir: str, out_dir: str, title: str, scaling: str | None = None,
+            comparisons=(), n_boot: int = laws.N_BOOT) -> dict:
+  """Writes the study's table.csv, table.md, plots, comparisons.json (when `comparisons`, a
+  tuple of `comparisons.Comparison`, is not empty) and fit.json (scaling studies) to out_dir.
 
   `scaling` names the final-record key that is N in error(N) = a N^-b + c ("params" or
-  "train_examples"); None for an ablation. Returns {"rows", "fit", "unfinished"}.
+  "train_examples"), or "joint" for error(N, D) over (params, train_examples) (see
+  `cnn_jax.joint_fit`); None for an ablation. `n_boot` bootstrap refits give the fits'
+  intervals. Returns {"rows", "fit", "comparisons", "unfinished"}.
   """
-  if scaling is not None and scaling not in SCALING_KEYS:
-    raise ValueError(f"scaling must be one of {SCALING_KEYS} or None, got {scaling!r}")
+  if scaling is not None and scaling not in SCALINGS:
+    raise ValueError(f"scaling must be one of {SCALINGS} or None, got {scaling!r}")
   runs = find_runs(study_dir)
   groups = by_variant(runs)
   rows = [variant_row(v, rs) for v, rs in groups.items()]
   unfinished = [r["name"] for r in runs if r["final"] is None]
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows)
-  fit = None
-  if scaling is not None:
-    fit = fit_power_law(*scaling_points(runs, scaling), scaling)
-    with open(os.path.join(out_dir, "fit.json"), "w", encoding="utf-8") as f:
-      json.dump(fit, f, indent=2)
+  _write_csv(os.path.join(out_dir, "table.csv"), rows)
   text = [f"# {title}", "", markdown_table(rows)]
-  if fit is not None:
+  stale = [r["variant"] for r in rows if r["converged"] is False]
+  if stale:
+    text += ["", f"Not converged ({len(stale)} of {len(rows)} arms: the mean eval error moved "
+                 "by more than the top-1 interval's half-width over the last 20% of training; "
+                 f"train longer before reading their differences): {', '.join(stale)}"]
+  results = claims.evaluate(groups, comparisons)
+  if results:
+    _json(os.path.join(out_dir, "comparisons.json"), results)
+    text += ["", "## Comparisons with the papers' claims", "",
+             "a − b over seeds with its 95% interval (Welch's t, or paired t where both arms "
+             "ran the same seeds); the verdict is `stats.verdict`'s rule on that interval.", "",
+             claims.markdown(results)]
+  fit = None
+  if scaling == "joint":
+    fit = joint_fit.collect_joint(runs, out_dir, title, n_boot=n_boot)
+    text += ["", *joint_fit.lines(fit)]
+  elif scaling is not None:
+    n, error = scaling_points(runs, scaling)
+    fit = fit_power_law(n, error, scaling)
+    if "reason" not in fit:
+      fit["bootstrap"] = bootstrap_intervals(n, error, n_boot)
+    _json(os.path.join(out_dir, "fit.json"), fit)
     text += ["", fit_line(fit)]
   if unfinished:
     text += ["", f"Unfinished ({len(unfinished)} of {len(runs)} runs): {', '.join(unfinished)}"]
   with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(text) + "\n")
+  one_axis = fit if scaling in SCALING_KEYS else None
   for key in ("params", "macs"):
     plot_error_vs(groups, key, os.path.join(out_dir, f"error_vs_{key}.png"), title,
-                  fit if scaling == key else None)
-  if scaling == "train_examples":
-    plot_error_vs(groups, scaling, os.path.join(out_dir, "error_vs_train_examples.png"), title,
-                  fit)
+                  one_axis if scaling == key else None)
+  if scaling in ("train_examples", "joint"):
+    plot_error_vs(groups, "train_examples", os.path.join(out_dir, "error_vs_train_examples.png"),
+                  title, one_axis)
   plot_curves(groups, os.path.join(out_dir, "curves.png"), title)
-  return {"rows": rows, "fit": fit, "unfinished": unfinished}
+  return {"rows": rows, "fit": fit, "comparisons": results, "unfinished": unfinished}
 
 
 def main(argv=None):
@@ -310,12 +310,13 @@ def main(argv=None):
   parser.add_argument("study_dir")
   parser.add_argument("out_dir")
   parser.add_argument("--title", default="")
-  parser.add_argument("--scaling", choices=SCALING_KEYS)
+  parser.add_argument("--scaling", choices=SCALINGS)
   args = parser.parse_args(argv)
   result = collect(args.study_dir, args.out_dir, args.title or args.study_dir, args.scaling)
   print(markdown_table(result["rows"]))
   if result["fit"] is not None:
-    print(fit_line(result["fit"]))
+    print("\n".join(joint_fit.lines(result["fit"])) if args.scaling == "joint"
+          else fit_line(result["fit"]))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ for every run, and for scaling studies the quantity to fit a power law against.
   python run.py study --study=experiments/lrn.py:small --processes=2   # two at once
   python run.py study --study=experiments/lrn.py:paper --slurm         # a SLURM job array
 
-Each run trains in `<study dir>/<variant>__seed<k>` with `run.py train`; finished runs are
-skipped, so a half-finished study resumes. Then `collect` writes the table and the plots to
-experiments/results/<study name>/.
+Each run trains in `<study dir>/<variant>__seed<k>` with `run.py train` (`__seed<k>_data<j>`
+where its data seed j, which sets data order and augmentation, differs from its initialisation
+seed k); finished runs are skipped, so a half-finished study resumes. Then `collect` writes the
+table (means with 95% intervals over seeds), the declared comparisons with their verdicts, and
+the plots to experiments/results/<study name>/. `cnn_jax.studyplan.plan` prices a study first.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ import sys
 import time
 
 from cnn_jax import metrics
+from cnn_jax.comparisons import Comparison
 from cnn_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
 # The small studies' budget: two epochs on a quarter of the training split, evaluated each epoch
 SMALL = {"train.epochs": 2.0, "data.train_split": "train[:25%]", "train.eval_every_epochs": 1.0}
+# Seeds per arm at the small scale: three, so every interval and comparison has two degrees of
+# freedom (two seeds give a t interval 12.7 standard errors wide).
+SMALL_SEEDS = (0, 1, 2)
+SCALINGS = ("params", "train_examples", "joint")
+__all__ = ["Comparison", "SMALL", "SMALL_SEEDS", "Study", "at_scale", "grid", "load", "main"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,32 +49,60 @@ class Study:
   arms: tuple                      # ((variant name, {dotted config key: value}), ...)
   config: str = "configs/simple_cnn.py"  # file[:arg]; an arm may set its own under "config"
   base: dict = dataclasses.field(default_factory=dict)  # overrides for every run
-  seeds: tuple = (0, 1)
-  scaling: str | None = None       # 'params' or 'train_examples': fit error(N) = a N^-b + c
+  seeds: tuple = SMALL_SEEDS       # initialisation (and dropout) seeds: config key `seed`
+  # Data-order and augmentation seeds (config key `data.seed`), crossed with `seeds`; None:
+  # each run's data seed is its initialisation seed (data.seed left at -1, "same as seed").
+  data_seeds: tuple | None = None
+  # 'params' or 'train_examples': fit error(N) = a N^-b + c; 'joint': error(N, D) over a
+  # width x data grid (cnn_jax.joint_fit)
+  scaling: str | None = None
   title: str = ""
+  comparisons: tuple = ()          # Comparison(a, b, metric, claim, size, source): the papers'
+                                   # claims, checked by the collector (cnn_jax.comparisons)
+  train_examples: int | None = None  # the full train split's size, for studyplan where the
+                                     # dataset is not one it knows (fractions are parsed)
+
+  def __post_init__(self):
+    if self.scaling not in (None, *SCALINGS):
+      raise ValueError(f"scaling must be one of {SCALINGS} or None, got {self.scaling!r}")
+    variants = {v for v, _ in self.arms}
+    for c in self.comparisons:
+      if not isinstance(c, Comparison) or {c.a, c.b} - variants:
+        raise ValueError(f"comparison {c!r} must be a Comparison of two of the arms "
+                         f"{sorted(variants)}")
 
   def runs(self) -> list[dict]:
-    """Every (arm, seed): name, variant, seed, config file and overrides."""
+    """Every (arm, seed, data seed): name, variant, seed, data_seed, config file, overrides.
+
+    A run whose data seed equals its seed is `<variant>__seed<k>` and leaves data.seed unset
+    (-1: the same as seed); otherwise it is `<variant>__seed<k>_data<j>` with data.seed=j.
+    """
     out = []
     for (order, (variant, overrides)), seed in itertools.product(enumerate(self.arms),
                                                                  self.seeds):
-      overrides = dict(overrides)
-      config = overrides.pop("config", self.config)
-      out.append({"name": f"{_slug(variant)}__seed{seed}", "variant": variant, "seed": seed,
-                  "order": order,
-                  "config": config, "overrides": {**self.base, **overrides, "seed": seed}})
+      arm = dict(overrides)
+      config = arm.pop("config", self.config)
+      for data_seed in (seed,) if self.data_seeds is None else self.data_seeds:
+        name = f"{_slug(variant)}__seed{seed}"
+        seeds = {"seed": seed}
+        if data_seed != seed:
+          name += f"_data{data_seed}"
+          seeds["data.seed"] = data_seed
+        out.append({"name": name, "variant": variant, "seed": seed, "data_seed": data_seed,
+                    "order": order, "config": config,
+                    "overrides": {**self.base, **arm, **seeds}})
     return out
 
 
 def at_scale(scale: str, name: str, arms: tuple, configs: tuple[str, str], title: str,
              **kwargs) -> Study:
-  """The study `name` at `scale`: 'small' (configs[0], the SMALL budget, seeds 0 and 1) or
+  """The study `name` at `scale`: 'small' (configs[0], the SMALL budget, SMALL_SEEDS) or
   'paper' (configs[1], the config's own recipe, seed 0)."""
   if scale not in ("small", "paper"):
     raise KeyError(scale)
   small = scale == "small"
   return Study(f"{name}_{scale}", arms, config=configs[0] if small else configs[1],
-               base=dict(SMALL) if small else {}, seeds=(0, 1) if small else (0,),
+               base=dict(SMALL) if small else {}, seeds=SMALL_SEEDS if small else (0,),
                title=f"{title} ({'Fashion-MNIST, small' if small else 'ImageNet'})", **kwargs)
 
 
@@ -132,8 +168,8 @@ def prepare(study: Study, study_dir: str) -> list[tuple[dict, str, list[str]]]:
     workdir = os.path.join(study_dir, run["name"])
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "study_run.json"), "w") as f:
-      json.dump({k: run[k] for k in ("variant", "order", "seed", "config", "overrides")}, f,
-                indent=2)
+      json.dump({k: run[k] for k in ("variant", "order", "seed", "data_seed", "config",
+                                     "overrides")}, f, indent=2)
     out.append((run, workdir, command(run, workdir)))
   return out
 
@@ -205,7 +241,8 @@ def main(spec: str, study_dir: str | None, processes: int, slurm: bool, collect_
   failed = [] if collect_only else run_local(runs, processes)
   out_dir = os.path.join(results, study.name)
   os.makedirs(out_dir, exist_ok=True)
-  collect.collect(study_dir, out_dir, title=study.title or study.name, scaling=study.scaling)
+  collect.collect(study_dir, out_dir, title=study.title or study.name, scaling=study.scaling,
+                  comparisons=study.comparisons)
   with open(os.path.join(out_dir, "command.txt"), "w") as f:
     f.write(f"python run.py study --study={spec}"
             + (f" --processes={processes}" if processes > 1 else "") + "\n")

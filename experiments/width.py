@@ -5,13 +5,14 @@ is fitted as a power law in the parameter count, error(N) = a N^-b + c.
   python run.py study --study=experiments/width.py:paper --slurm   # VGG D on ImageNet
 """
 
-from cnn_jax.study import SMALL, Study, grid
+from cnn_jax.study import SMALL, SMALL_SEEDS, Study, grid
 
 
 def get_study(scale="small"):
   if scale == "small":
     return Study("width_small", grid(**{"model.width": (0.125, 0.25, 0.5, 1.0, 2.0)}),
-                 config="configs/simple_cnn.py", base=SMALL, seeds=(0, 1), scaling="params",
+                 config="configs/simple_cnn.py", base=SMALL, seeds=SMALL_SEEDS,
+                 scaling="params",
                  title="Width scaling (small CNN, Fashion-MNIST)")
   return {"paper": Study("width_paper", grid(**{"model.width": (0.25, 0.5, 0.75, 1.0, 1.5)}),
                          config="configs/vgg.py:D", seeds=(0,), scaling="params",

@@ -1,5 +1,6 @@
-"""Studies: every study file loads at both scales; a tiny study runs end to end, resumes, and
-is collected; the SLURM array holds one command per unfinished run."""
+"""Studies: every study file loads at both scales with its declared comparisons; runs are named
+by their seeds and data seeds; a tiny study runs end to end, resumes, and is collected; the
+SLURM array holds one command per unfinished run."""
 
 import glob
 import os
@@ -7,6 +8,7 @@ import os
 import pytest
 
 from cnn_jax import study
+from cnn_jax.comparisons import Comparison
 from conftest import ROOT
 from test_reliability import write_noise
 
@@ -16,7 +18,7 @@ STUDIES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "expe
 
 def test_the_studies_of_the_issue_are_all_there():
   assert STUDIES == ["data_scaling.py", "lrn.py", "pooling.py", "stem.py", "vgg_depth.py",
-                     "width.py"]
+                     "width.py", "width_data.py"]
 
 
 @pytest.mark.parametrize("file", STUDIES)
@@ -27,13 +29,60 @@ def test_study_files_define_both_scales(file, scale):
   assert s.name.endswith(scale) and len(runs) == len(s.arms) * len(s.seeds)
   assert len({r["name"] for r in runs}) == len(runs)
   if scale == "small":
-    assert len(s.seeds) >= 2
+    assert len(s.seeds) >= 3
     assert all(":small" in r["config"] or "simple_cnn" in r["config"] for r in runs)
   if s.scaling:
     assert len(s.arms) >= 5
+  variants = [v for v, _ in s.arms]
+  for c in s.comparisons:  # every claim names two arms and cites the paper's section
+    assert c.a in variants and c.b in variants and c.a != c.b
+    assert "Sec." in c.source and (c.claim != "same" or c.size)
   for r in runs:  # every command parses as a run.py config
     assert all(key.split(".")[0] in ("model", "data", "optim", "train", "seed")
                for key in r["overrides"])
+
+
+def test_the_papers_claims_are_declared():
+  claims = {f: {(c.a, c.b, c.metric, c.claim, c.size)
+                for c in study.load(f"experiments/{f}:small").comparisons} for f in STUDIES}
+  assert ("alexnet/lrn", "alexnet/none", "top1_error", "lower", 1.4) in claims["lrn.py"]
+  assert ("alexnet/lrn", "alexnet/none", "top5_error", "lower", 1.2) in claims["lrn.py"]
+  assert ("vgg_A-LRN", "vgg_A", "top1_error", "same", 1.0) in claims["lrn.py"]
+  assert ("pooling=overlapping", "pooling=non_overlapping", "top1_error", "lower",
+          0.4) in claims["pooling.py"]
+  assert ("pooling=overlapping", "pooling=non_overlapping", "top5_error", "lower",
+          0.3) in claims["pooling.py"]
+  assert ("D", "C", "top1_error", "lower", None) in claims["vgg_depth.py"]
+  assert {("B", "A"), ("D", "B")} <= {c[:2] for c in claims["vgg_depth.py"]}
+  assert ("stem=stacked3x3", "stem=paper", "top1_error", "lower", None) in claims["stem.py"]
+  assert study.load("experiments/width_data.py:small").scaling == "joint"
+
+
+def test_seeds_and_data_seeds_name_the_runs():
+  s = study.Study("s", (("w=1", {"model.width": 1.0}),), seeds=(0, 1), data_seeds=(0, 5))
+  runs = s.runs()
+  assert [r["name"] for r in runs] == ["w=1__seed0", "w=1__seed0_data5", "w=1__seed1_data0",
+                                       "w=1__seed1_data5"]
+  assert [(r["seed"], r["data_seed"]) for r in runs] == [(0, 0), (0, 5), (1, 0), (1, 5)]
+  assert runs[0]["overrides"] == {"model.width": 1.0, "seed": 0}  # data.seed -1: as seed
+  assert runs[1]["overrides"] == {"model.width": 1.0, "seed": 0, "data.seed": 5}
+  command = study.command(runs[2], "/tmp/w")
+  assert "--config.seed=1" in command and "--config.data.seed=0" in command
+  # The default: three seeds, each its own data seed.
+  default = study.Study("d", (("a", {}),)).runs()
+  assert [r["name"] for r in default] == ["a__seed0", "a__seed1", "a__seed2"]
+  assert all("data.seed" not in r["overrides"] for r in default)
+
+
+def test_a_comparison_must_name_two_arms():
+  arms = (("a", {}), ("b", {}))
+  study.Study("ok", arms, comparisons=(Comparison(a="a", b="b"),))
+  with pytest.raises(ValueError, match="two of the arms"):
+    study.Study("bad", arms, comparisons=(Comparison(a="a", b="c"),))
+  with pytest.raises(ValueError, match="needs size"):
+    Comparison(a="a", b="b", claim="same")
+  with pytest.raises(ValueError, match="scaling"):
+    study.Study("bad", arms, scaling="width")
 
 
 def test_unknown_study_or_scale_is_named():
