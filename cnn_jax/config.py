@@ -12,7 +12,7 @@ from cnn_jax.errors import ConfigError
 from cnn_jax.models import FAMILIES, knobs
 from cnn_jax.models import family as model_family
 from cnn_jax.models.builder import DTYPES
-from cnn_jax.models.lowering import LOWERINGS
+from cnn_jax.models import plan
 from cnn_jax.models.layers import ACTIVATIONS, initializer
 
 
@@ -34,9 +34,10 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
       "output": "paper",        # paper | dense | rbf
       "init": "paper",          # paper | he | glorot | lecun | lecun98 | normal:<std>
       "dtype": "float32",       # compute dtype; parameters stay float32
-      "lowering": "auto",       # auto | xla | cpu: how convolutions, their bias and
-                                # max-pooling are computed (models/lowering.py); auto = cpu
-                                # on the CPU backend
+      "lowering": "auto",       # auto | xla | cpu: how the layers are executed
+                                # (models/plan.py); auto = cpu on the CPU backend
+      "rewrites": "all",        # all | none | comma-separated names of the cpu route's
+                                # rewrites (models/plan.py REWRITES)
   })
   cfg.update(overrides)
   return cfg
@@ -95,7 +96,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice("model.activation", m.activation, ("paper", *ACTIVATIONS))
   _choice("model.output", m.output, ("paper", "dense", "rbf"))
   _choice("model.dtype", m.dtype, DTYPES)
-  _choice("model.lowering", m.lowering, LOWERINGS)
+  plan.validate(m)
   if not m.width > 0:
     raise ConfigError(f"model.width={m.width!r} must be positive, e.g. 0.5 or 2.0")
   if not 0.0 <= m.dropout < 1.0:
