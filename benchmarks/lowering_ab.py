@@ -11,7 +11,7 @@ which a rewrite's ratio has to clear. On 2026-11-30, nine such comparisons of id
 compiled steps gave 0.902 to 1.025 (README, "Performance").
 
   .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
-      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N]
+      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N] [--rewrites=all]
 
 Rewrites (cnn_jax/models/plan.py REWRITES; on: the config's `model.rewrites`, off: the same
 without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
@@ -129,11 +129,17 @@ def main(argv=None) -> None:
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
   p.add_argument("--batch_size", type=int, help="default: the config's")
+  p.add_argument("--rewrites", help="model.rewrites for both steps before NAME is added (on) "
+                 "or taken out (off), e.g. 'pool_first' to time it without shallow_conv; "
+                 "default: the config's")
   args = p.parse_args(argv)
   if (args.rewrite == "xla") != bool(args.xla_option):
     p.error("--xla_option goes with --rewrite=xla, and --rewrite=xla needs one")
   xla_options = dict(o.split("=", 1) for o in args.xla_option)
   cfg = load(args.config, args.batch_size)
+  if args.rewrites is not None:
+    cfg.model.rewrites = args.rewrites
+    config.validate(cfg)
   steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
   if args.rewrite == "huge_pages" and not huge_pages.active():
