@@ -123,7 +123,7 @@ def main(argv=None) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
   p.add_argument("--rewrite", required=True,
-                 choices=sorted({**REWRITES, **SWITCHES, "none": 0, "xla": 0, "huge_pages": 0}))
+                 choices=sorted({*REWRITES, *SWITCHES, "none", "xla", "huge_pages"}))
   p.add_argument("--xla_option", action="append", default=[],
                  help="with --rewrite=xla: NAME=VALUE, an XLA compile option for 'on'")
   p.add_argument("--rounds", type=int, default=6)
