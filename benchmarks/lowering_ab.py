@@ -8,7 +8,8 @@ the ratios round by round.
 
 `--rewrite=none` compiles the same step twice (an A/A comparison): the method's own noise,
 which a rewrite's ratio has to clear. On 2026-11-30, nine such comparisons of identical
-compiled steps gave 0.902 to 1.025 (README, "Performance").
+compiled steps gave 0.902 to 1.025 (README, "Performance"); on 2026-12-02, with another
+user's jobs on the machine, 0.726 to 1.324 (benchmarks/HISTORY.md).
 
   .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
       --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N] [--rewrites=all]
