@@ -21,6 +21,9 @@ without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
   overlapping_pool  overlapping max-pool windows: reduce_window and the first-maximum
                   gradient by stride phase, pool-first after conv -> ReLU (off: the maximum
                   of the strided views and its autodiff, and no pool-first there)
+  relu_in_reduction  within pool_first and shallow_conv, the bias and ReLU inside the
+                  non-overlapping pooling reduction (off: the ReLU elementwise after it,
+                  and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
   conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
   none            nothing: the same step twice (A/A), the noise floor

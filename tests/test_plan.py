@@ -117,6 +117,7 @@ REWRITE_CASES = [  # (rewrite, the rewrites it needs, the small CNN's knobs wher
     ("pool_first", ("overlapping_pool",), {**SMALL, "pooling": "overlapping"}),
     ("shallow_conv", ("pool_first",), SMALL),
     ("overlapping_pool", ("pool_first",), {**SMALL, "pooling": "overlapping"}),
+    ("relu_in_reduction", ("pool_first",), SMALL),
     ("whole_input_dot", (), {**SMALL, "head": "conv"}),
     ("conv_relu", (), SMALL),
 ]
@@ -243,8 +244,11 @@ def test_pool_first_equals_relu_then_reduce_window_with_ties(window, strides, sh
   def pool_first(y, bias):
     return fusions.max_pool_bias_relu(y, bias, window, strides)
 
+  def pool_first_elementwise(y, bias):
+    return fusions.max_pool_bias_relu(y, bias, window, strides, relu_in_reduction=False)
+
   assert fusions.pools_first(window, strides, False, overlapping=True)
-  routes = (reference, cpu_pool, pool_first)
+  routes = (reference, cpu_pool, pool_first, pool_first_elementwise)
   for f in routes[1:]:
     np.testing.assert_array_equal(reference(y, bias), f(y, bias))
   grads = [jax.grad(lambda y, b: jnp.sum(f(y, b) * weight), (0, 1))(y, bias) for f in routes]
@@ -270,13 +274,14 @@ def test_conv_inside_max_pool_equals_conv_then_reduce_window_with_ties(
   def reference(x, kernel, bias):  # XLA's convolution, bias, ReLU, then XLA's max-pool
     return pool(jax.nn.relu(xla_conv(x, kernel, (1, 1), padding, 1) + bias))
 
-  def inside(x, kernel, bias):
-    return fusions.conv_max_pool_bias_relu(x, kernel, bias, pads, window)
+  def inside(x, kernel, bias, relu_in_reduction=True):
+    return fusions.conv_max_pool_bias_relu(x, kernel, bias, pads, window, relu_in_reduction)
 
   assert fusions.shallow(kernel_shape, (1, 1), 1)
   out = reference(x, kernel, bias)
   assert 0 < float(jnp.mean(out > 0)) < 1
   np.testing.assert_array_equal(out, inside(x, kernel, bias))
+  np.testing.assert_array_equal(out, inside(x, kernel, bias, False))
   np.testing.assert_array_equal(jax.nn.relu(reference(x, kernel, 0.0)), inside(x, kernel, None))
   weight = jax.random.normal(jax.random.key(8), out.shape)
   grads = [jax.grad(lambda *a: jnp.sum(f(*a) * weight), (0, 1, 2))(x, kernel, bias)

@@ -31,7 +31,8 @@ from cnn_jax.models import layers as L
 from cnn_jax.models import lowering as K
 
 LOWERINGS = ("auto", "xla", "cpu")
-REWRITES = ("pool_first", "shallow_conv", "overlapping_pool", "whole_input_dot", "conv_relu")
+REWRITES = ("pool_first", "shallow_conv", "overlapping_pool", "relu_in_reduction",
+            "whole_input_dot", "conv_relu")
 
 
 def resolve(lowering: str) -> str:
@@ -167,11 +168,13 @@ class Plan:
   def _conv_relu_max_pool(self, conv, pool, x):
     """pool(relu(conv(x))) computed pool-first (fusions.max_pool_bias_relu), a shallow
     convolution inside the pooling (fusions.conv_max_pool_bias_relu)."""
+    relu_in_reduction = "relu_in_reduction" in self.rewrites
     p = pool.geometry
     xc, kernel, bias = conv.operands(x)
     g = conv.geometry
     if ("shallow_conv" in self.rewrites and p.kernel == p.stride
         and F.shallow(kernel.shape, g.stride, conv.feature_group_count)):
-      return F.conv_max_pool_bias_relu(xc, kernel, bias, g.pads(xc.shape[1:3]), p.kernel)
+      return F.conv_max_pool_bias_relu(xc, kernel, bias, g.pads(xc.shape[1:3]), p.kernel,
+                                       relu_in_reduction)
     y, bias = self._conv(conv, x)
-    return F.max_pool_bias_relu(y, bias, p.kernel, p.stride)
+    return F.max_pool_bias_relu(y, bias, p.kernel, p.stride, relu_in_reduction)
