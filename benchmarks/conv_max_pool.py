@@ -1,11 +1,11 @@
-"""conv -> 2x2 max-pool with the convolution inside the pooling (lowering.conv_max_pool_bias_relu)
-against the convolution then pool-first (lowering.max_pool_bias_relu), over kernel shapes.
+"""conv -> 2x2 max-pool with the convolution inside the pooling (fusions.conv_max_pool_bias_relu)
+against the convolution then pool-first (fusions.max_pool_bias_relu), over kernel shapes.
 
   .venv/bin/python benchmarks/conv_max_pool.py [--batch_size=64] [--size=28] [--repeats=5]
 
 For each shape it prints the milliseconds of the forward pass and of the forward pass with
 the kernel gradient, both routes, best of --repeats, and their ratio. The bound
-lowering.SHALLOW_FAN_IN (inputs per output, kh * kw * in_features) comes from this table.
+fusions.SHALLOW_FAN_IN (inputs per output, kh * kw * in_features) comes from this table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import cnn_jax  # noqa: E402,F401  (its XLA options, before the first computatio
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from cnn_jax.models import lowering  # noqa: E402
+from cnn_jax.models import fusions, lowering  # noqa: E402
 
 # (kernel size, in_features, out_features): 4 to 27 inputs per output
 SHAPES = [(2, 1, 32), (3, 1, 8), (3, 1, 32), (3, 1, 64), (2, 3, 32), (4, 1, 32), (3, 2, 32),
@@ -49,11 +49,14 @@ def main(argv=None) -> None:
   p.add_argument("--repeats", type=int, default=5)
   args = p.parse_args(argv)
   n, s = args.batch_size, args.size
+  def same(k):  # 'SAME' padding for a stride-1 kernel k
+    return ((((k - 1) // 2, k // 2),) * 2)
+
   routes = {
-      "conv, then pool": lambda x, k, b: lowering.max_pool_bias_relu(
-          lowering.conv2d(x, k, (1, 1), "SAME", 1, "cpu"), b, (2, 2), (2, 2)),
-      "conv in pool": lambda x, k, b: lowering.conv_max_pool_bias_relu(
-          x, k, b, "SAME", (2, 2)),
+      "conv, then pool": lambda x, k, b: fusions.max_pool_bias_relu(
+          lowering.conv2d(x, k, (1, 1), same(k.shape[0])), b, (2, 2), (2, 2)),
+      "conv in pool": lambda x, k, b: fusions.conv_max_pool_bias_relu(
+          x, k, b, same(k.shape[0]), (2, 2)),
   }
   print(f"batch {n}, {s}x{s} input, SAME padding, 2x2 pool; ms, best of {args.repeats}")
   print(f"{'kernel':>14} {'fan-in':>6} | {'forward':>17} {'ratio':>5} | "
@@ -74,4 +77,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  from cnn_jax import startup
+  startup.configure()  # huge pages and XLA's options, as run.py sets them
   main()

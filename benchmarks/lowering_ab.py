@@ -1,4 +1,4 @@
-"""The train step with one of the CPU lowering's rewrites (or a config switch) on and off,
+"""The train step with one of the CPU route's rewrites (or a config switch) on and off,
 timed in one process.
 
 This machine's speed drifts by 10% and more between runs minutes apart, which hides a 5%
@@ -8,25 +8,25 @@ the ratios round by round.
 
 `--rewrite=none` compiles the same step twice (an A/A comparison): the method's own noise,
 which a rewrite's ratio has to clear. On 2026-11-30, nine such comparisons of identical
-compiled steps gave 0.902 to 1.025 (README, "Performance").
+compiled steps gave 0.902 to 1.025 (README, "Performance"); on 2026-12-02, with another
+user's jobs on the machine, 0.726 to 1.324 (benchmarks/HISTORY.md).
 
   .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
-      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N]
+      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N] [--rewrites=all]
 
-Rewrites (cnn_jax/models/lowering.py):
-  pool_first      conv -> ReLU -> non-overlapping max-pool computed pool-first
+Rewrites (cnn_jax/models/plan.py REWRITES; on: the config's `model.rewrites`, off: the same
+without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
+  pool_first      conv -> ReLU -> max-pool computed pool-first
   shallow_conv    within those, a shallow stride-1 convolution computed inside its max-pool
   overlapping_pool  overlapping max-pool windows: reduce_window and the first-maximum
                   gradient by stride phase, pool-first after conv -> ReLU (off: the maximum
-                  of the strided views and its autodiff, and no pool-first at all)
+                  of the strided views and its autodiff, and no pool-first there)
   relu_in_reduction  within pool_first and shallow_conv, the bias and ReLU inside the
                   non-overlapping pooling reduction (off: the ReLU elementwise after it,
                   and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
   conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
   none            nothing: the same step twice (A/A), the noise floor
-Other step changes (on: cnn_jax's, off: the plain form):
-  blocked_norm    the gradient norm as optim.global_norm (off: optax.tree.norm)
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
 Huge pages (on: transparent huge pages allowed, off: disallowed with prctl, for the same
@@ -50,20 +50,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
-import optax  # noqa: E402
 
-from cnn_jax import bench, config, huge_pages, optim, parallel, train  # noqa: E402
-from cnn_jax.models import layers, lowering  # noqa: E402
+from cnn_jax import bench, config, huge_pages, parallel, train  # noqa: E402
+from cnn_jax.models import plan  # noqa: E402
 
-_NEVER = lambda *_: False  # noqa: E731
-# each rewrite's predicate or bound, and what it is patched to for 'off'
-REWRITES = {"pool_first": (layers, "pools_first", _NEVER),
-            "shallow_conv": (lowering, "shallow", _NEVER),
-            "overlapping_pool": (lowering, "MAX_WINDOW_POSITIONS", 0),
-            "relu_in_reduction": (lowering, "RELU_IN_REDUCTION", False),
-            "blocked_norm": (optim, "global_norm", optax.tree.norm),
-            "whole_input_dot": (lowering, "WHOLE_INPUT_AS_DOT", False),
-            "conv_relu": (lowering, "CONV_RELU_AS_REDUCTION", False)}
+REWRITES = plan.REWRITES
 # config switches timed the same way: (section, key) set to True for 'on', False for 'off'
 SWITCHES = {"skip_nonfinite": ("train", "skip_nonfinite")}
 
@@ -97,7 +88,8 @@ def compiled_steps(cfg, rewrite: str, xla_options: dict | None = None) -> dict:
 
 @contextlib.contextmanager
 def switched(cfg, rewrite: str, on: bool):
-  """The rewrite's predicate patched to never hold (off), or the config switch set to `on`."""
+  """The config with the rewrite in `model.rewrites` (on) or not (off), or the config switch
+  set to `on`; restored afterwards."""
   if rewrite in ("none", "xla", "huge_pages"):  # no difference, or in the options, or at run time
     yield
     return
@@ -106,13 +98,17 @@ def switched(cfg, rewrite: str, on: bool):
     cfg[section][key] = on
     yield
     return
-  module, name, off = REWRITES[rewrite]
-  original = getattr(module, name)
-  setattr(module, name, original if on else off)
+  if plan.resolve(cfg.model.lowering) != "cpu":
+    raise ValueError(f"--rewrite={rewrite}: model.lowering={cfg.model.lowering!r} is not the "
+                     "cpu route, which has the rewrites")
+  original = cfg.model.rewrites
+  names = set(plan.parse_rewrites(original))
+  names = names | {rewrite} if on else names - {rewrite}
+  cfg.model.rewrites = ",".join(sorted(names)) or "none"
   try:
     yield
   finally:
-    setattr(module, name, original)
+    cfg.model.rewrites = original
 
 
 def allow_huge_pages(allow: bool) -> None:
@@ -128,17 +124,23 @@ def main(argv=None) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="a config file, with :arg if it takes one")
   p.add_argument("--rewrite", required=True,
-                 choices=sorted({**REWRITES, **SWITCHES, "none": 0, "xla": 0, "huge_pages": 0}))
+                 choices=sorted({*REWRITES, *SWITCHES, "none", "xla", "huge_pages"}))
   p.add_argument("--xla_option", action="append", default=[],
                  help="with --rewrite=xla: NAME=VALUE, an XLA compile option for 'on'")
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
   p.add_argument("--batch_size", type=int, help="default: the config's")
+  p.add_argument("--rewrites", help="model.rewrites for both steps before NAME is added (on) "
+                 "or taken out (off), e.g. 'pool_first' to time it without shallow_conv; "
+                 "default: the config's")
   args = p.parse_args(argv)
   if (args.rewrite == "xla") != bool(args.xla_option):
     p.error("--xla_option goes with --rewrite=xla, and --rewrite=xla needs one")
   xla_options = dict(o.split("=", 1) for o in args.xla_option)
   cfg = load(args.config, args.batch_size)
+  if args.rewrites is not None:
+    cfg.model.rewrites = args.rewrites
+    config.validate(cfg)
   steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
   if args.rewrite == "huge_pages" and not huge_pages.active():
@@ -167,5 +169,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  huge_pages.reexec()
+  from cnn_jax import startup
+  startup.configure()  # huge pages and XLA's options, as run.py sets them
   main()

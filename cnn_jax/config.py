@@ -16,7 +16,7 @@ from cnn_jax.errors import ConfigError
 from cnn_jax.models import FAMILIES, knobs
 from cnn_jax.models import family as model_family
 from cnn_jax.models.builder import DTYPES
-from cnn_jax.models.lowering import LOWERINGS
+from cnn_jax.models import plan
 from cnn_jax.models.layers import ACTIVATIONS, initializer
 
 
@@ -40,9 +40,10 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
       "dtype": "float32",       # compute dtype; parameters stay float32
       "init_from": "",          # a run (work directory or checkpoint) to copy layers from
       "init_from_layers": "vgg_a",  # which: a preset (transfer.PRESETS) or a path regex
-      "lowering": "auto",       # auto | xla | cpu: how convolutions, their bias and
-                                # max-pooling are computed (models/lowering.py); auto = cpu
-                                # on the CPU backend
+      "lowering": "auto",       # auto | xla | cpu: how the layers are executed
+                                # (models/plan.py); auto = cpu on the CPU backend
+      "rewrites": "all",        # all | none | comma-separated names of the cpu route's
+                                # rewrites (models/plan.py REWRITES)
   })
   cfg.update(overrides)
   return cfg
@@ -94,7 +95,6 @@ def model_rules() -> dict:
       "output": schema.Choice(("paper", "dense", "rbf")),
       "init": schema.Str(nonempty=True),
       "dtype": schema.Choice(DTYPES),
-      "lowering": schema.Choice(LOWERINGS),
       "init_from": schema.Str(),
       "init_from_layers": schema.Str(nonempty=True, hint="e.g. vgg_a or 'conv1_1/'"),
   }
@@ -126,6 +126,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"model.input_shape={shape!r} must be three positive ints (H, W, C), "
                       "e.g. --config.model.input_shape='(224, 224, 3)'")
   schema.check("model.", m, model_rules())
+  plan.validate(m)  # model.lowering and model.rewrites
   if m.init != "paper":
     try:
       initializer(m.init)

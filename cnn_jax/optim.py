@@ -214,19 +214,24 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
   return optax.softmax_cross_entropy(logits, targets)
 
 
-def global_norm(tree):
-  """The L2 norm of all of `tree`'s leaves together, as optax.tree.norm computes it, with
-  each large leaf's sum of squares taken NORM_BLOCK_ROWS rows at a time first.
+def global_norm(tree, blocked: bool | None = None):
+  """The L2 norm of all of `tree`'s leaves together, as optax.tree.norm computes it; with
+  `blocked`, each large leaf's sum of squares taken NORM_BLOCK_ROWS rows at a time first.
 
+  `blocked` is the execution plan's choice (models/plan.py, `Plan.blocked_norm`: the CPU
+  route); None takes the plan that `model.lowering='auto'` resolves to (plan.resolve).
   XLA's CPU backend rewrites a long sum into a tree of reduce-windows (for accuracy) and does
   not fuse the squaring into them, so it writes every gradient's squares out and reads them
-  back: over AlexNet's fc6 kernel gradient (9216x4096), 35 ms against 5.4 ms for the blocked
-  sum, which reads it once (a throwaway timing script; the relative error to a float64 sum is
-  1e-7 either way). Short sums over a middle axis stay fused and vectorise along the last;
-  the abs between the two sums keeps XLA from merging them back into one. Other backends
-  fuse the squaring into their reductions, and the reshape could cut across a sharded
-  leaf's shards, so there it is optax.tree.norm."""
-  if jax.default_backend() != "cpu":
+  back; the blocked sum reads them once (the relative error to a float64 sum is 1e-7 either
+  way). Short sums over a middle axis stay fused and vectorise along the last; the abs
+  between the two sums keeps XLA from merging them back into one. Other backends fuse the
+  squaring into their reductions, and the reshape could cut across a sharded leaf's shards,
+  so there it is optax.tree.norm. Measured by the step with against without
+  (benchmarks/HISTORY.md, "Execution plan (issue 19)")."""
+  if blocked is None:
+    from cnn_jax.models import plan  # pylint: disable=g-import-not-at-top
+    blocked = plan.Plan(plan.resolve("auto")).blocked_norm
+  if not blocked:
     return optax.tree.norm(tree)
   return jnp.sqrt(sum((_sum_of_squares(x) for x in jax.tree.leaves(tree)),
                       jnp.zeros([], jnp.float32)))

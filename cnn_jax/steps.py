@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from cnn_jax import inspect, models, optim, parallel, transfer
+from cnn_jax.models import plan
 
 
 @flax.struct.dataclass
@@ -61,6 +62,7 @@ def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
   micro = cfg.optim.accumulate_steps
   log_every = cfg.train.log_every_steps
   skip_nonfinite = cfg.train.skip_nonfinite
+  blocked_norm = plan.from_config(cfg.model).blocked_norm  # the execution plan's choice
   gather = layout.gather if layout is not None else (lambda params: params)
   scatter = layout.scatter if layout is not None else (lambda grads: grads)
 
@@ -95,7 +97,7 @@ def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
       grads = jax.tree.map(lambda g: g / micro, grads)
       loss, logits = loss / micro, jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])
     grads = scatter(grads)
-    grad_norm = optim.global_norm(grads)
+    grad_norm = optim.global_norm(grads, blocked=blocked_norm)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -134,6 +134,8 @@ def test_global_norm_equals_the_float64_norm():
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(float(got), exact, rtol=1e-6)
   np.testing.assert_allclose(float(got), float(optax.tree.norm(tree)), rtol=1e-6)
+  for blocked in (True, False):  # the plan's choice, either way the same norm
+    np.testing.assert_allclose(float(optim.global_norm(tree, blocked)), exact, rtol=1e-6)
   assert float(optim.global_norm({})) == 0.0
   assert float(optim.global_norm({"a": jnp.zeros((0, 3)), "b": jnp.zeros((3, 0))})) == 0.0
   assert not np.isfinite(float(optim.global_norm({"a": jnp.full((64, 8), jnp.inf)})))

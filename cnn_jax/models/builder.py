@@ -2,7 +2,8 @@
 
 Order of work: knobs transform the table (stem, pooling, normalisation, width), activations
 and the head are added, then each layer is instantiated with its input shape, which the
-previous layer's output gives (by `nnx.eval_shape`, so the shapes are the code's own).
+previous layer's output gives (by `nnx.eval_shape`, so the shapes are the code's own). The
+network runs its layers through the execution plan the config chooses (plan.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flax import nnx
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import knobs
 from cnn_jax.models import layers as L
-from cnn_jax.models.lowering import resolve
+from cnn_jax.models import plan as plan_
 from cnn_jax.models import spec as S
 from cnn_jax.models.sequential import Sequential
 
@@ -48,14 +49,14 @@ def _override_init(s, init: str):
 
 
 def window(s: S.LayerSpec) -> L.Window | None:
-  """A spec's spatial window, for finding the smallest input the table accepts."""
+  """A spec's spatial window (the geometry its layer will have), for finding the smallest
+  input the table accepts."""
   if isinstance(s, S.ConvSpec) and s.kernel is not None:
-    return L.Window(L.pair(s.kernel), L.pair(s.stride), L.explicit_padding(s.padding))
+    return L.Window.of(s.kernel, s.stride, s.padding)
   if isinstance(s, S.PartialConvSpec):
-    return L.Window(L.pair(s.kernel), (1, 1), L.explicit_padding(s.padding))
+    return L.Window.of(s.kernel, 1, s.padding)
   if isinstance(s, (S.PoolSpec, S.SubsamplingSpec)):
-    padding = L.explicit_padding(getattr(s, "padding", "VALID"))
-    return L.Window(L.pair(s.window), L.pair(s.stride), padding)
+    return L.Window.of(s.window, s.stride, getattr(s, "padding", "VALID"))
   return None
 
 
@@ -73,10 +74,8 @@ def smallest_input(windows) -> tuple[int, int]:
   return need[0], need[1]
 
 
-def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs,
-                lowering: str = "xla"):
-  """One spec to one NNX layer, given the shape (without batch) of its input and the
-  `lowering` of its convolutions and max-pooling (lowering.py)."""
+def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs):
+  """One spec to one NNX layer, given the shape (without batch) of its input."""
   channels = in_shape[-1]
   init = L.initializer
   if isinstance(s, S.ConvSpec):
@@ -84,15 +83,15 @@ def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs
     return L.Conv(channels, s.features, L.pair(kernel), L.pair(s.stride),
                   padding=L.explicit_padding(s.padding),
                   feature_group_count=s.groups, kernel_init=init(s.kernel_init),
-                  bias_init=init(s.bias_init), dtype=dtype, lowering=lowering, rngs=rngs)
+                  bias_init=init(s.bias_init), dtype=dtype, rngs=rngs)
   if isinstance(s, S.PartialConvSpec):
     return L.PartialConv(channels, s.table, s.kernel, padding=s.padding,
                          kernel_init=init(s.kernel_init), bias_init=init(s.bias_init),
-                         dtype=dtype, lowering=lowering, rngs=rngs)
+                         dtype=dtype, rngs=rngs)
   if isinstance(s, S.SubsamplingSpec):
     return L.Subsampling(channels, s.window, s.stride, init=init(s.init), dtype=dtype, rngs=rngs)
   if isinstance(s, S.PoolSpec):
-    return L.Pool(s.window, s.stride, s.kind, s.padding, lowering=lowering)
+    return L.Pool(s.window, s.stride, s.kind, s.padding)
   if isinstance(s, S.LRNSpec):
     return L.LRN(s.size, s.k, s.alpha, s.beta, s.groups)
   if isinstance(s, S.DenseSpec):
@@ -124,9 +123,9 @@ def assemble(family: S.Family, cfg, rngs: nnx.Rngs) -> Sequential:
   specs = layer_specs(family, cfg)
   shape = tuple(int(d) for d in cfg.input_shape)
   dtype = DTYPES[cfg.dtype]
-  built, lowering = [], resolve(cfg.lowering)
+  built = []
   for s in specs:
-    layer = instantiate(s, shape, dtype, rngs, lowering)
+    layer = instantiate(s, shape, dtype, rngs)
     out = output_shape(layer, shape)
     if len(out) == 3 and min(out[:2]) < 1:
       h, w = smallest_input(window(t) for t in specs)
@@ -136,4 +135,5 @@ def assemble(family: S.Family, cfg, rngs: nnx.Rngs) -> Sequential:
           f"and outputs nothing; use at least {h}x{w} (or a smaller stem/pooling)")
     built.append((s.name, layer))
     shape = out
-  return Sequential(built, cfg.input_shape, family.name, family.variant)
+  return Sequential(built, cfg.input_shape, family.name, family.variant,
+                    plan=plan_.from_config(cfg))

@@ -19,8 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cnn_jax.models import lowering as lowering_
-
 Shape = tuple[int, ...]
 
 
@@ -28,11 +26,34 @@ Shape = tuple[int, ...]
 class Window:
   """A sliding window over the two spatial axes: kernel, stride and padding.
 
-  padding is 'SAME', 'VALID', or explicit ((top, bottom), (left, right)) zero padding.
+  padding is 'SAME', 'VALID', or explicit ((top, bottom), (left, right)) zero padding. Every
+  layer's `geometry` and the builder's spec windows are made by `Window.of`, the one place
+  where kernel, stride and padding are normalised.
   """
   kernel: tuple[int, int]
   stride: tuple[int, int]
   padding: str | tuple[tuple[int, int], tuple[int, int]] = "VALID"
+
+  @classmethod
+  def of(cls, kernel, stride=1, padding="VALID") -> "Window":
+    """kernel and stride as ints or pairs; padding 'same' or 'valid' (any case), an int p
+    (every side padded by p, as PyTorch does) or explicit pairs."""
+    return cls(pair(kernel), pair(stride), explicit_padding(padding))
+
+  def pads(self, spatial: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit ((top, bottom), (left, right)) padding for an input of (H, W) `spatial`, as
+    XLA resolves 'SAME' and 'VALID'."""
+    if isinstance(self.padding, str):
+      return tuple(jax.lax.padtype_to_pads(tuple(spatial), self.kernel, self.stride,
+                                           self.padding))
+    return self.padding
+
+  @property
+  def padded(self) -> bool:
+    """Whether the window reaches past the input's border (anything but 'VALID' or zeros)."""
+    if isinstance(self.padding, str):
+      return self.padding != "VALID"
+    return any(map(any, self.padding))
 
 
 GLOBAL = "global"  # The layer sees the whole feature map (flatten, global pooling, dense).
@@ -42,11 +63,24 @@ def pair(v: int | Sequence[int]) -> tuple[int, int]:
   return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
 
 
-def explicit_padding(padding: str | int) -> str | tuple[tuple[int, int], tuple[int, int]]:
-  """'SAME' and 'VALID' stay as they are; an int p pads every side by p (as PyTorch does)."""
+def explicit_padding(padding) -> str | tuple[tuple[int, int], tuple[int, int]]:
+  """'SAME' and 'VALID' (any case) as upper case; an int p pads every side by p (as PyTorch
+  does); explicit ((top, bottom), (left, right)) pairs as a tuple of int pairs."""
   if isinstance(padding, str):
     return padding.upper()
-  return ((int(padding),) * 2,) * 2
+  if isinstance(padding, (int, np.integer)):
+    return ((int(padding),) * 2,) * 2
+  return tuple(tuple(int(p) for p in side) for side in padding)
+
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def conv2d(x, kernel, window: Window, groups: int = 1):
+  """XLA's 2-D convolution of NHWC `x` with the HWIO `kernel` over `window`'s stride and
+  padding, in `groups` feature groups."""
+  return jax.lax.conv_general_dilated(x, kernel, window.stride, window.pads(x.shape[1:3]),
+                                      dimension_numbers=_DIMS, feature_group_count=groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,29 +129,22 @@ def spatial_positions(shape: Shape) -> int:
 
 class Conv(nnx.Conv):
   """2-D convolution; `feature_group_count=2` is AlexNet's two-tower grouping (Sec. 3.2, 3.5):
-  each half of the output maps sees only its own half of the input maps. `lowering` chooses
-  how it is computed (lowering.py); the parameters and results are the same."""
+  each half of the output maps sees only its own half of the input maps."""
 
-  def __init__(self, *args, lowering: str = "xla", **kwargs):
-    super().__init__(*args, **kwargs)
-    self.lowering = lowering
+  def __call__(self, x):
+    x, kernel, bias = self.operands(x)
+    y = conv2d(x, kernel, self.geometry, self.feature_group_count)
+    return y if bias is None else y + bias
 
-  def __call__(self, x, add_bias: bool = True):
+  def operands(self, x):
+    """x, the kernel and the bias (None without one) in the compute dtype."""
     dtype = self.dtype or x.dtype
-    y = lowering_.conv2d(x.astype(dtype), self.kernel[...].astype(dtype), pair(self.strides),
-                         self.geometry.padding, self.feature_group_count, self.lowering)
-    if self.bias is None or not add_bias:
-      return y
-    return lowering_.bias_add(y, self.bias[...].astype(dtype), self.lowering)
+    bias = None if self.bias is None else self.bias[...].astype(dtype)
+    return x.astype(dtype), self.kernel[...].astype(dtype), bias
 
   @property
   def geometry(self) -> Window:
-    padding = self.padding
-    if isinstance(padding, str):
-      padding = padding.upper()
-    else:
-      padding = tuple(tuple(int(p) for p in side) for side in padding)
-    return Window(pair(self.kernel_size), pair(self.strides), padding)
+    return Window.of(self.kernel_size, self.strides, self.padding)
 
   def macs(self, output_shape: Shape) -> int:
     return spatial_positions(output_shape) * int(self.kernel.size)
@@ -142,8 +169,7 @@ class PartialConv(nnx.Module):
 
   def __init__(self, in_features: int, table: Sequence[Sequence[int]], kernel_size: int, *,
                padding="VALID", kernel_init=lecun98_uniform, bias_init=lecun98_uniform,
-               dtype=None, param_dtype=jnp.float32, lowering: str = "xla", rngs: nnx.Rngs):
-    self.lowering = lowering
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.table = tuple(tuple(int(i) for i in inputs) for inputs in table)
     self.in_features = in_features
     self.out_features = len(self.table)
@@ -177,15 +203,20 @@ class PartialConv(nnx.Module):
     dense = jnp.zeros((kh, kw, self.in_features, self.out_features), self.kernel.dtype)
     return dense.at[:, :, np.array(self.in_index), np.array(self.out_index)].set(self.kernel[...])
 
+  feature_group_count = 1  # one convolution with the dense kernel computes the layer
+
   def __call__(self, x):
+    x, kernel, bias = self.operands(x)
+    return conv2d(x, kernel, self.geometry) + bias
+
+  def operands(self, x):
+    """x, the dense kernel and the bias in the compute dtype."""
     dtype = self.dtype or x.dtype
-    y = lowering_.conv2d(x.astype(dtype), self.dense_kernel().astype(dtype), (1, 1),
-                         self.padding, lowering=self.lowering)
-    return y + self.bias[...].astype(dtype)
+    return x.astype(dtype), self.dense_kernel().astype(dtype), self.bias[...].astype(dtype)
 
   @property
   def geometry(self) -> Window:
-    return Window(self.kernel_size, (1, 1), self.padding)
+    return Window.of(self.kernel_size, 1, self.padding)
 
   def macs(self, output_shape: Shape) -> int:
     return spatial_positions(output_shape) * int(self.kernel.size)
@@ -215,7 +246,7 @@ class Subsampling(nnx.Module):
 
   @property
   def geometry(self) -> Window:
-    return Window(self.window, self.stride, "VALID")
+    return Window.of(self.window, self.stride, "VALID")
 
   def macs(self, output_shape: Shape) -> int:
     return math.prod(output_shape)
@@ -253,8 +284,9 @@ class RBF(nnx.Module):
 # Layers without weights (BatchNorm has a scale and bias but no spatial extent).
 
 def inverse_power(t, beta: float):
-  """t ** -beta; for the paper's beta=0.75 as rsqrt(t) * rsqrt(sqrt(t)), which on CPU runs
-  forward and backward several times faster than a general power."""
+  """t ** -beta; for the paper's beta=0.75 as rsqrt(t) * rsqrt(sqrt(t)): the same values from
+  two square roots instead of a general power, whose forward and backward passes cost several
+  times more (`python run.py bench --config=configs/alexnet.py:paper`)."""
   if beta == 0.75:
     return jax.lax.rsqrt(t) * jax.lax.rsqrt(jnp.sqrt(t))
   if beta == 0.5:
@@ -297,25 +329,25 @@ class Pool(nnx.Module):
   """Max or average pooling. AlexNet overlaps its windows (3x3, stride 2; Sec. 3.4); VGG does
   not (2x2, stride 2; Sec. 2.1)."""
 
-  def __init__(self, window: int, stride: int, kind: str = "max", padding="VALID",
-               lowering: str = "xla"):
+  def __init__(self, window: int, stride: int, kind: str = "max", padding="VALID"):
     if kind not in ("max", "avg"):
       raise ValueError(f"unknown pooling {kind!r}")
     self.window, self.stride, self.kind = pair(window), pair(stride), kind
     self.padding = explicit_padding(padding)
-    self.lowering = lowering
 
   def __call__(self, x):
-    if self.kind == "max":
-      return lowering_.max_pool(x, self.window, self.stride, self.padding, self.lowering)
-    dims, strides = (1, *self.window, 1), (1, *self.stride, 1)
-    padding = self.padding if isinstance(self.padding, str) else ((0, 0), *self.padding, (0, 0))
+    g = self.geometry
+    dims, strides = (1, *g.kernel, 1), (1, *g.stride, 1)
+    padding = ((0, 0), *g.pads(x.shape[1:3]), (0, 0))
+    if self.kind == "max":  # padding counts as -inf
+      return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, strides,
+                                   padding)
     total = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, dims, strides, padding)
     return total / math.prod(self.window)
 
   @property
   def geometry(self) -> Window:
-    return Window(self.window, self.stride, self.padding)
+    return Window.of(self.window, self.stride, self.padding)
 
 
 def scaled_tanh(x):
@@ -357,45 +389,6 @@ class Dropout(nnx.Dropout):
 class BatchNorm(nnx.BatchNorm):
   """Batch normalisation over N, H, W per channel (Ioffe & Szegedy 2015); an ablation knob."""
   geometry = None
-
-
-def pools_first(conv, activation, pool) -> bool:
-  """Whether the layers conv -> ReLU -> max-pool run pool-first on their lowering
-  (lowering.max_pool_bias_relu: the same values, less elementwise work; the CPU route, with
-  non-overlapping windows)."""
-  return (_conv_relu_on_cpu(conv, activation) and isinstance(pool, Pool) and pool.kind == "max"
-          and lowering_.pools_first(pool.window, pool.stride, pool.padding))
-
-
-def _conv_relu_on_cpu(conv, activation) -> bool:
-  return (isinstance(conv, Conv) and isinstance(activation, Activation)
-          and activation.name == "relu" and lowering_.resolve(conv.lowering) == "cpu")
-
-
-def relu_as_reduction(conv, activation) -> bool:
-  """Whether the layers conv -> ReLU (with no max-pool after them: pools_first) compute their
-  bias and ReLU as a reduction (lowering.bias_relu_as_reduction; the CPU route)."""
-  return (_conv_relu_on_cpu(conv, activation) and conv.bias is not None
-          and lowering_.CONV_RELU_AS_REDUCTION)
-
-
-def conv_relu(conv, x):
-  """relu(conv(x)) for layers where `relu_as_reduction` holds."""
-  dtype = conv.dtype or x.dtype
-  return lowering_.bias_relu_as_reduction(conv(x, add_bias=False),
-                                          conv.bias[...].astype(dtype))
-
-
-def conv_relu_max_pool(conv, pool, x):
-  """pool(relu(conv(x))) for layers where `pools_first` holds, computed pool-first; a
-  `shallow` convolution inside the pooling (lowering.conv_max_pool_bias_relu)."""
-  dtype = conv.dtype or x.dtype
-  bias = None if conv.bias is None else conv.bias[...].astype(dtype)
-  if (pool.window == pool.stride
-      and lowering_.shallow(conv.kernel.shape, pair(conv.strides), conv.feature_group_count)):
-    return lowering_.conv_max_pool_bias_relu(x.astype(dtype), conv.kernel[...].astype(dtype),
-                                             bias, conv.geometry.padding, pool.window)
-  return lowering_.max_pool_bias_relu(conv(x, add_bias=False), bias, pool.window, pool.stride)
 
 
 class Flatten(nnx.Module):

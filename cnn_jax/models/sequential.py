@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
-
-from cnn_jax.models import layers as L
 
 
 class Sequential(nnx.Module):
@@ -15,14 +13,19 @@ class Sequential(nnx.Module):
 
   Parameter paths therefore read like the papers' layer names (`conv1/kernel`, `fc6/bias`),
   which is what sharding and freezing rules in the config match against.
+
+  `plan` says how the layers are executed (models/plan.py, chosen by the builder from the
+  model config); the values are those of the layers applied one by one. Without a plan they
+  are applied one by one.
   """
 
   def __init__(self, layers: list[tuple[str, nnx.Module]], input_shape: tuple[int, int, int],
-               family: str, variant: str):
+               family: str, variant: str, plan=None):
     self.layer_names = tuple(name for name, _ in layers)
     self.input_shape = tuple(int(d) for d in input_shape)
     self.family = family
     self.variant = variant
+    self.plan = plan
     for name, layer in layers:
       setattr(self, name, layer)
 
@@ -30,21 +33,33 @@ class Sequential(nnx.Module):
     for name in self.layer_names:
       yield name, getattr(self, name)
 
-  def __call__(self, x):
-    """x: images (N, H, W, C). Returns float32 logits (N, classes)."""
-    layers = [layer for _, layer in self.layers()]
-    i = 0
-    while i < len(layers):
-      if i + 2 < len(layers) and L.pools_first(*layers[i:i + 3]):  # the same values
-        x = L.conv_relu_max_pool(layers[i], layers[i + 2], x)
-        i += 3
-      elif i + 1 < len(layers) and L.relu_as_reduction(*layers[i:i + 2]):
-        x = L.conv_relu(layers[i], x)
-        i += 2
-      else:
-        x = layers[i](x)
-        i += 1
-    return x.astype(jnp.float32)
+  def __call__(self, x, taps: Sequence[str] = ()):
+    """x: images (N, H, W, C). Returns float32 logits (N, classes).
+
+    With `taps` (layer names, e.g. ("conv3", "conv3_relu")), returns (logits, {name: that
+    layer's output}), in the compute dtype, as the layers applied one by one give them (like
+    timm's `features_only`).
+    """
+    taps = tuple(taps)
+    unknown = sorted(set(taps) - set(self.layer_names))
+    if unknown:
+      raise ValueError(f"no layers named {unknown} in {self.family} '{self.variant}'")
+    if self.plan is None:
+      x, tapped = apply_in_order(self.layers(), x, taps)
+    else:
+      x, tapped = self.plan(list(self.layers()), x, taps)
+    logits = x.astype(jnp.float32)
+    return (logits, tapped) if taps else logits
+
+
+def apply_in_order(layers, x, taps: Sequence[str] = ()):
+  """(the last layer's output, {name: output} for the layers named in `taps`)."""
+  tapped = {}
+  for name, layer in layers:
+    x = layer(x)
+    if name in taps:
+      tapped[name] = x
+  return x, tapped
 
 
 def view(model: nnx.Module, *, train: bool) -> nnx.Module:
