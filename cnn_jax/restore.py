@@ -74,3 +74,14 @@ def one(ckpt, like, which, explain: Callable):
   except checkpoint.Unreadable as e:
     raise UserError(f"{e}; evaluate another one with --checkpoint=STEP (saved steps: "
                     f"{steps})") from None
+
+
+def explain(e: checkpoint.Mismatch, recorded: dict | None, cfg) -> UserError:
+  """The one line for a checkpoint that does not fit the config, with what the run's
+  config.json (`recorded`) says differs from `cfg`."""
+  from cnn_jax import workdir  # pylint: disable=g-import-not-at-top
+  changes = workdir.config_changes(recorded, cfg) if recorded else []
+  return UserError(f"{e}" + (f" (config.json differs: {'; '.join(changes[:3])})"
+                             if changes else "")
+                   + "; run with the config it was trained with, or use another --workdir; "
+                   "nothing was changed")

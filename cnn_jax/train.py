@@ -26,7 +26,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from cnn_jax import (checkpoint, config, data, inspect, metrics, optim, parallel, preemption,
-                     restore)
+                     restore, runlog)
 from cnn_jax import workdir as workdirs
 from cnn_jax.clock import TrainClock
 # the state and steps, also under these names here (tests, bench and benchmarks use them)
@@ -69,20 +69,9 @@ class Run:
     return getattr(steps, name)
 
   def _take_lock(self, only_if_exists: bool = False) -> None:
-    """Process 0 takes the work directory's lock (at once if the directory exists, else when
-    it has created it); every process calls this at the same points and learns whether it
-    could."""
-    error = None
-    if self.is_main and (os.path.isdir(self.workdir) or not only_if_exists):
-      try:
-        self.lock.acquire()
-      except UserError as e:
-        error = e
-    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(
-        np.int32(error is None)) and error is None:
-      raise UserError(f"work directory {self.workdir} is in use (process 0 could not lock it)")
-    if error is not None:
-      raise error
+    """The work directory's lock, taken by process 0 (at once if the directory exists, else
+    once it is created); every process calls this at the same points."""
+    self.lock.acquire_for_run(self.is_main, only_if_exists)
 
   def _set_up(self, cfg, workdir: str, allow_config_change: bool) -> None:
     if self.mode == "train":
@@ -165,13 +154,7 @@ class Run:
     return found
 
   def _explain(self, e: checkpoint.Mismatch) -> UserError:
-    """The one line for a checkpoint that does not fit the config, with config.json's view."""
-    recorded = workdirs.recorded_config(self.workdir)
-    changes = workdirs.config_changes(recorded, self.cfg) if recorded else []
-    return UserError(f"{e}" + (f" (config.json differs: {'; '.join(changes[:3])})"
-                               if changes else "")
-                     + "; run with the config it was trained with, or use another "
-                     "--workdir; nothing was changed")
+    return restore.explain(e, workdirs.recorded_config(self.workdir), self.cfg)
 
   def _save(self, step: int, eval_metrics: dict | None) -> None:
     if self.ckpt.latest_step() == step:
@@ -220,7 +203,7 @@ class Run:
         self._print(f"initialised {', '.join(layers)} from {cfg.model.init_from}; the other "
                     "layers at random")
     if step >= self.total_steps:
-      final = self._final_from_log() if self.is_main else None
+      final = runlog.final(self.workdir) if self.is_main else None
       if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
         if final is not None:
           self._print(f"already trained to step {step}: {self._describe(final)}")
@@ -230,7 +213,7 @@ class Run:
       self.writer.truncate_after(step, drop_final=True)
     self.progress = progress = metrics.Progress(self.total_steps, initial_step=step,
                                                 enabled=self.is_main)
-    self._best = self._best_from_log()
+    self._best = runlog.best_eval(self.workdir)
     clock, last_eval = TrainClock(), {}
     try:
       if step and self._eval_due(step) and not self._eval_logged(step):
@@ -321,12 +304,7 @@ class Run:
 
   def _eval_logged(self, step: int) -> bool:
     """Whether metrics.jsonl holds the evaluation at `step` (the same answer on every process)."""
-    logged = False
-    if self.is_main:
-      path = os.path.join(self.workdir, "metrics.jsonl")
-      logged = os.path.exists(path) and any(
-          r.get("step") == step and "eval_top1" in r and not r.get("final")
-          for r in metrics.read_jsonl(path))
+    logged = self.is_main and runlog.eval_logged(self.workdir, step)
     return bool(multihost_utils.broadcast_one_to_all(np.int32(logged)))
 
   def _check_finite(self) -> None:
@@ -383,18 +361,6 @@ class Run:
           f"{result['eval_loss']:.4f}; best top-1 {100 * self._best[0]:.2f}% at step "
           f"{self._best[1]}")
     return {**result, "step": step}
-
-  def _best_from_log(self) -> tuple[float, int]:
-    """The best eval top-1 logged so far, and its step ((-1, 0) if none): a resumed run's."""
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    logged = [(r["eval_top1"], r["step"]) for r in metrics.read_jsonl(path)
-              if "eval_top1" in r and not r.get("final")] if os.path.exists(path) else []
-    return max(logged, key=lambda x: (x[0], -x[1]), default=(-1.0, 0))
-
-  def _final_from_log(self) -> dict | None:
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    finals = [r for r in metrics.read_jsonl(path) if r.get("final")] if os.path.exists(path) else []
-    return finals[-1] if finals else None
 
   @staticmethod
   def _describe(final: dict) -> str:

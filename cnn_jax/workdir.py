@@ -78,6 +78,24 @@ class Lock:
                              "command": " ".join(sys.argv), "since": time.time()}).encode())
     self._fd = fd
 
+  def acquire_for_run(self, is_main: bool, only_if_exists: bool = False) -> None:
+    """Process 0 takes the lock (if `only_if_exists`, only where the directory exists); with
+    several processes every one calls this at the same point and learns whether it could."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    error = None
+    if is_main and (os.path.isdir(self.workdir) or not only_if_exists):
+      try:
+        self.acquire()
+      except UserError as e:
+        error = e
+    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(
+        np.int32(error is None)) and error is None:
+      raise UserError(f"work directory {self.workdir} is in use (process 0 could not lock it)")
+    if error is not None:
+      raise error
+
   def _holder(self) -> str:
     try:
       with open(self.path) as f:
