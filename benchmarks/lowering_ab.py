@@ -25,7 +25,6 @@ without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
                   non-overlapping pooling reduction (off: the ReLU elementwise after it,
                   and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
-  conv_relu       conv -> ReLU (no max-pool after) with bias and ReLU as a reduction
   none            nothing: the same step twice (A/A), the noise floor
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite

@@ -8,7 +8,7 @@ compiled program, so the same name can be a different fusion in the other one: r
 lines with the largest differences next to the two programs' HLO.
 
   .venv/bin/python benchmarks/profile_ab.py --config=configs/vgg.py:A --batch_size=8 \\
-      --rewrite=conv_relu [--steps=3] [--top=25]
+      --rewrite=relu_in_reduction [--steps=3] [--top=25]
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def test_a_tapped_relu_inside_a_would_be_group_reads_the_unfused_value():
   model, cfg = tiny("simple_cnn", "base")
   layers = list(model.layers())
   assert ALL.groups(layers)[0] == (P.CONV_RELU_MAX_POOL, ("conv1", "conv1_relu", "pool1"))
-  assert ALL.groups(layers, ("conv1_relu",))[:2] == [(P.CONV_RELU, ("conv1", "conv1_relu")),
+  assert ALL.groups(layers, ("conv1_relu",))[:3] == [(P.LAYER, ("conv1",)),
+                                                     (P.LAYER, ("conv1_relu",)),
                                                      (P.LAYER, ("pool1",))]
   assert ALL.groups(layers, ("conv1",))[:2] == [(P.LAYER, ("conv1",)),
                                                 (P.LAYER, ("conv1_relu",))]
@@ -87,7 +88,7 @@ def test_plan_comes_from_config_and_leaves_the_parameters_alone():
   assert P.resolve("auto") == ("cpu" if jax.default_backend() == "cpu" else "xla")
   states = {}
   for lowering, rewrites in [("xla", "all"), ("cpu", "all"), ("cpu", "none"),
-                             ("cpu", "pool_first,conv_relu")]:
+                             ("cpu", "pool_first,shallow_conv")]:
     cfg.model.lowering, cfg.model.rewrites = lowering, rewrites
     model = models.build(config.validate(cfg).model, seed=0)
     assert model.plan == P.Plan(lowering, P.parse_rewrites(rewrites) if lowering == "cpu"
@@ -119,7 +120,6 @@ REWRITE_CASES = [  # (rewrite, the rewrites it needs, the small CNN's knobs wher
     ("overlapping_pool", ("pool_first",), {**SMALL, "pooling": "overlapping"}),
     ("relu_in_reduction", ("pool_first",), SMALL),
     ("whole_input_dot", (), {**SMALL, "head": "conv"}),
-    ("conv_relu", (), SMALL),
 ]
 
 
@@ -291,19 +291,6 @@ def test_conv_inside_max_pool_equals_conv_then_reduce_window_with_ties(
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_bias_relu_as_reduction_equals_relu_of_the_sum():
-  y = jax.random.normal(jax.random.key(9), (2, 5, 4, 3))
-  bias = jnp.array([0.5, -0.25, 0.0])
-  y = y.at[0, 0, 0].set(-bias)  # exactly 0 before the ReLU: no gradient there, as jax.nn.relu
-  weight = jax.random.normal(jax.random.key(10), y.shape)
-  reference = lambda y, b: jax.nn.relu(y + b)  # noqa: E731
-  np.testing.assert_array_equal(reference(y, bias), fusions.bias_relu_as_reduction(y, bias))
-  grads = [jax.grad(lambda y, b: jnp.sum(f(y, b) * weight), (0, 1))(y, bias)
-           for f in (reference, fusions.bias_relu_as_reduction)]
-  np.testing.assert_array_equal(grads[0][0], grads[1][0])
-  np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6)
-
-
 def test_where_the_fusions_apply():
   assert fusions.shallow((3, 3, 1, 32), (1, 1), 1)  # the small CNN's conv1
   assert fusions.shallow((3, 3, 2, 32), (1, 1), 1)
@@ -323,7 +310,7 @@ def test_where_the_fusions_apply():
     groups[network] = dict((names[0], kind) for kind, names in ALL.groups(list(model.layers())))
   assert groups["simple_cnn", "base"]["conv1"] == P.CONV_RELU_MAX_POOL
   # in the paper's AlexNet LRN sits between ReLU and pooling; torchvision's pools overlap
-  assert groups["alexnet", "paper"]["conv1"] == P.CONV_RELU
+  assert groups["alexnet", "paper"]["conv1"] == P.LAYER
   assert groups["alexnet", "torchvision"]["conv1"] == P.CONV_RELU_MAX_POOL
-  assert groups["vgg", "A"]["conv3_1"] == P.CONV_RELU
+  assert groups["vgg", "A"]["conv3_1"] == P.LAYER
   assert groups["vgg", "A"]["conv3_2"] == P.CONV_RELU_MAX_POOL

@@ -1,4 +1,4 @@
-"""The CPU route's kernels for conv -> ReLU [-> max-pool]: the layers' values, computed in
+"""The CPU route's kernels for conv -> ReLU -> max-pool: the layers' values, computed in
 fewer passes over memory. The execution plan (plan.py) uses them where its rewrites say.
 
   - 'pool_first': conv -> ReLU -> max-pool (unpadded windows) as relu(max_pool(conv(x)) +
@@ -10,9 +10,7 @@ fewer passes over memory. The execution plan (plan.py) uses them where its rewri
     of the input, so the full-resolution map is never written (conv_max_pool_bias_relu);
   - 'relu_in_reduction': within both, for non-overlapping windows, the bias added inside the
     pooling reduction and the ReLU as its initial value (0), so the activation is the
-    reduction's output, which XLA does not recompute inside its consumers;
-  - 'conv_relu': conv -> ReLU with no max-pool after, the bias and ReLU as a max-reduction
-    (bias_relu_as_reduction).
+    reduction's output, which XLA does not recompute inside its consumers.
 Each is timed on against off with `benchmarks/lowering_ab.py --rewrite=NAME`; what was kept
 and why is in benchmarks/HISTORY.md, "Execution plan (issue 19)".
 """
@@ -90,34 +88,6 @@ def bias_relu(pooled, bias):
   if bias is not None:
     pooled = K.bias_add(pooled, bias)
   return jax.nn.relu(pooled)
-
-
-@jax.custom_vjp
-def bias_relu_as_reduction(y, bias):
-  """relu(y + bias) for a convolution's output `y`, as a max-reduction over the pair
-  (y + bias, 0), so that XLA computes it once.
-
-  XLA's CPU backend recomputes an elementwise producer inside each of its consumers, and one
-  consumer of a convolution's activation is the transposed copy that feeds the next
-  convolution's kernel gradient; XLA's CPU transposes are several times slower with anything
-  fused into them. A reduction is not recomputed in its consumers. The pair written as
-  (y + bias, y + bias) is simplified back into the elementwise form."""
-  return _bias_relu_as_reduction_fwd(y, bias)[0]
-
-
-def _bias_relu_as_reduction_fwd(y, bias):
-  pre = y + bias
-  out = jax.lax.reduce(jnp.stack([pre, jnp.zeros_like(pre)]), np.array(0, y.dtype),
-                       jax.lax.max, (0,))
-  return out, out
-
-
-def _bias_relu_as_reduction_bwd(out, dout):
-  g = relu_grad(out, dout)
-  return g, K.bias_grad(g)
-
-
-bias_relu_as_reduction.defvjp(_bias_relu_as_reduction_fwd, _bias_relu_as_reduction_bwd)
 
 
 SHALLOW_FAN_IN = 18  # inputs per output (kh * kw * in_features); see conv_max_pool_bias_relu

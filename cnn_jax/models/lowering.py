@@ -2,7 +2,7 @@
 the same numbers as the layers' own (XLA's) forms.
 
 The execution plan (plan.py) runs the layers through these where `model.lowering` resolves to
-'cpu'; models/fusions.py holds the kernels for conv -> ReLU [-> max-pool] groups. On XLA's CPU
+'cpu'; models/fusions.py holds the kernels for conv -> ReLU -> max-pool groups. On XLA's CPU
 backend the layers' own forms are slow here (measured with `python run.py bench
 --peer_lowering=xla`, or one piece at a time with `benchmarks/lowering_ab.py`, 2 cores):
   - a grouped convolution (AlexNet's two towers) is computed as one plain convolution per

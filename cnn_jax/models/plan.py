@@ -7,7 +7,7 @@ The layers (layers.py) and their order (sequential.py) are the papers'. The buil
   - lowering 'xla' runs each layer as it is written (XLA's convolution, bias add and
     reduce_window): the fast route on GPUs and TPUs;
   - lowering 'cpu' runs convolutions and max-pooling through the CPU route's kernels
-    (lowering.py) and, where its rewrites say, runs conv -> ReLU [-> max-pool] groups as one
+    (lowering.py) and, where its rewrites say, runs conv -> ReLU -> max-pool groups as one
     fused kernel (fusions.py);
   - 'auto' is 'cpu' on XLA's CPU backend and 'xla' elsewhere (`resolve`).
 
@@ -32,7 +32,7 @@ from cnn_jax.models import lowering as K
 
 LOWERINGS = ("auto", "xla", "cpu")
 REWRITES = ("pool_first", "shallow_conv", "overlapping_pool", "relu_in_reduction",
-            "whole_input_dot", "conv_relu")
+            "whole_input_dot")
 
 
 def resolve(lowering: str) -> str:
@@ -80,7 +80,7 @@ def from_config(m) -> "Plan":
   return Plan(route, rewrites)
 
 
-LAYER, CONV_RELU, CONV_RELU_MAX_POOL = "layer", "conv_relu", "conv_relu_max_pool"
+LAYER, CONV_RELU_MAX_POOL = "layer", "conv_relu_max_pool"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +101,8 @@ class Plan:
 
   def groups(self, layers: Sequence[tuple[str, object]], taps: Sequence[str] = ()):
     """[(kind, names)]: the layers in order, split into what runs as one piece; kind is
-    LAYER (one layer), CONV_RELU or CONV_RELU_MAX_POOL. A group's output is its last
-    layer's; a layer named in `taps` is never inside a group, only at its end."""
+    LAYER (one layer) or CONV_RELU_MAX_POOL. A group's output is its last layer's; a layer
+    named in `taps` is never inside a group, only at its end."""
     out, i = [], 0
     while i < len(layers):
       kind, size = self._fusion([layer for _, layer in layers[i:i + 3]],
@@ -113,18 +113,15 @@ class Plan:
 
   def _fusion(self, layers, names, taps) -> tuple[str, int]:
     """(kind, number of layers) of the group that starts with `layers[0]`."""
-    if self.route != "cpu" or len(layers) < 2 or names[0] in taps:
+    if (self.route != "cpu" or "pool_first" not in self.rewrites or len(layers) < 3
+        or names[0] in taps or names[1] in taps):
       return LAYER, 1
-    conv, act = layers[:2]
-    if not (isinstance(conv, L.Conv) and isinstance(act, L.Activation) and act.name == "relu"):
-      return LAYER, 1
-    if (len(layers) == 3 and names[1] not in taps and "pool_first" in self.rewrites
-        and isinstance(layers[2], L.Pool) and layers[2].kind == "max"):
-      g = layers[2].geometry
+    conv, act, pool = layers
+    if (isinstance(conv, L.Conv) and isinstance(act, L.Activation) and act.name == "relu"
+        and isinstance(pool, L.Pool) and pool.kind == "max"):
+      g = pool.geometry
       if F.pools_first(g.kernel, g.stride, g.padded, "overlapping_pool" in self.rewrites):
         return CONV_RELU_MAX_POOL, 3
-    if "conv_relu" in self.rewrites and conv.bias is not None:
-      return CONV_RELU, 2
     return LAYER, 1
 
   def __call__(self, layers: Sequence[tuple[str, object]], x, taps: Sequence[str] = ()):
@@ -134,9 +131,6 @@ class Plan:
       members = [by_name[n] for n in names]
       if kind == LAYER:
         x = self._layer(members[0], x)
-      elif kind == CONV_RELU:
-        y, bias = self._conv(members[0], x)
-        x = F.bias_relu_as_reduction(y, bias)
       else:
         x = self._conv_relu_max_pool(members[0], members[2], x)
       if names[-1] in taps:
