@@ -23,7 +23,7 @@ CONFIG = "config.json"
 # Keys that may change between the sessions of one run (prefixes of dotted keys).
 MAY_CHANGE = ("train.steps", "train.epochs", "train.eval_every_", "train.log_every_steps",
               "train.eval_batch_size", "train.skip_nonfinite", "train.profile_steps",
-              "checkpoint.", "mesh.",
+              "checkpoint.", "mesh.", "model.lowering", "model.rewrites",
               "data.data_dir", "data.manual_dir", "data.folder", "data.cache")
 
 
@@ -146,13 +146,17 @@ def flat_config(cfg) -> dict:
   return _flat(cfg if isinstance(cfg, dict) else json.loads(cfg.to_json_best_effort()))
 
 
-def config_changes(recorded: dict, cfg) -> list[str]:
+def config_changes(recorded: dict, cfg, defaults: dict | None = None) -> list[str]:
   """'key: old -> new' for each run-defining key that differs between the recorded config
-  and `cfg` (a ConfigDict or a dict)."""
+  and `cfg` (a ConfigDict or a dict). A key the record lacks (it was added to cnn_jax after
+  the run began) is no change where `cfg` has it at its default (`defaults`, flat)."""
   old, new = _flat(recorded), flat_config(cfg)
+  defaults = defaults or {}
   changes = []
   for key in sorted(set(old) | set(new)):
     if key.startswith(MAY_CHANGE) or old.get(key) == new.get(key):
+      continue
+    if key not in old and key in defaults and new.get(key) == defaults[key]:
       continue
     changes.append(f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
   return changes
@@ -175,7 +179,9 @@ def check_config(workdir: str, cfg, allow_change: bool = False) -> None:
   recorded = recorded_config(workdir)
   if recorded is None:
     return  # unreadable record: nothing to compare; it is rewritten at the start
-  changes = config_changes(recorded, cfg)
+  from cnn_jax import config  # pylint: disable=g-import-not-at-top
+  defaults = flat_config(config.base(cfg.model.name, cfg.model.variant))
+  changes = config_changes(recorded, cfg, defaults)
   if changes:
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3
                                       else "")

@@ -346,3 +346,19 @@ def test_bad_data_and_work_directories_are_named(tmp_path, caplog):
   mnist.data.manual_dir = str(tmp_path / "nowhere")
   with pytest.raises(UserError, match="data.manual_dir=.*nowhere.* is not a directory"):
     train.Run(mnist, str(tmp_path / "b"))
+
+
+def test_a_run_recorded_before_a_key_existed_resumes_with_the_key_at_its_default(
+    mock_fashion_mnist, tmp_path):
+  train.train(cfg7(), str(tmp_path))
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  del recorded["data"]["seed"], recorded["model"]["rewrites"]  # keys added since
+  recorded["model"]["lowering"] = "xla"  # the execution plan may change on resume
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  longer = cfg7()
+  longer.train.steps = 9
+  assert train.train(longer, str(tmp_path))["step"] == 9
+  recorded["data"]["seed"] = 4  # but a recorded value that differs is a different run
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  with pytest.raises(UserError, match=r"data.seed: 4 -> -1"):
+    train.train(cfg7(), str(tmp_path))
