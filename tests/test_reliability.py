@@ -1,6 +1,7 @@
 """Preemption, exact resume, faults and bad input: a run stopped anywhere and started again
 ends bitwise equal to one that ran straight through; mistakes are named in one line."""
 
+import contextlib
 import errno
 import glob
 import json
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -123,6 +125,31 @@ def write_noise(root, n_per_class=100):
           root / f"class{label}" / f"{i}.png")
 
 
+def logged_step(workdir) -> int:
+  """The newest step in metrics.jsonl (0 if none), read as the run writes it."""
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return 0
+  steps = [int(m.group(1)) for m in map(re.compile(r'^\{"step": (\d+),').match, lines) if m]
+  return max(steps, default=0)
+
+
+def alive(pid) -> bool:
+  try:
+    os.kill(pid, 0)
+    return True
+  except ProcessLookupError:
+    return False
+
+
+def wait_until(condition, timeout=120.0) -> None:
+  end = time.monotonic() + timeout
+  while time.monotonic() < end and not condition():
+    time.sleep(0.005)
+
+
 def test_sigkill_at_random_points_then_resume_gives_the_same_parameters(tmp_path):
   write_noise(tmp_path / "images")
   args = ["train", "--config.data.name=folder", f"--config.data.folder={tmp_path / 'images'}",
@@ -140,9 +167,13 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_parameters(tmp_path
       log = tmp_path / f"log{len(resumed_from)}.txt"
       pid = runs.start([*args, f"--workdir={workdir}"], log)
       if kills < 10 and wait_for(log, "\nstep "):  # compiled; then a random point
-        import time
-        time.sleep(rng.uniform(0.0, 1.5))
-        os.kill(pid, signal.SIGKILL)
+        # a random number of steps on (timed by the log, not the clock, so a fast machine
+        # cannot finish the run before the kill), then a random moment within a few steps
+        target = min(100, logged_step(workdir) + rng.randint(3, 12))
+        wait_until(lambda: logged_step(workdir) >= target or not alive(pid))
+        time.sleep(rng.uniform(0.0, 0.05))
+        with contextlib.suppress(ProcessLookupError):  # ended first: the asserts below say so
+          os.kill(pid, signal.SIGKILL)
       end = runs.wait()
       text = open(log).read()
       found = re.findall(r"resuming from the checkpoint at step (\d+)", text)
