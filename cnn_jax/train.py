@@ -13,6 +13,7 @@ step count; the run then stops naming it, or with `train.skip_nonfinite` goes on
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -220,8 +221,12 @@ class Run:
         last_eval = self._eval_and_adapt(step)  # stopped during this evaluation before
       while step < self.total_steps:
         epoch, offset = divmod(step, self.steps_per_epoch)
-        for batch in prefetch_to_device(self.ds.train_batches(epoch, offset),
-                                        self.batch_sharding):
+        batches = prefetch_to_device(self.ds.train_batches(epoch, offset), self.batch_sharding)
+        with clock.paused():  # an epoch's input starting (its shuffle) is not training time
+          first = list(itertools.islice(batches, 1))
+        # exactly the epoch's batches: its input ending is not waited for inside the loop
+        for batch in itertools.chain(first, itertools.islice(
+            batches, self.steps_per_epoch - offset - 1)):
           self.state = self.train_step(self.state, batch)
           step += 1
           if step in cfg.train.profile_steps:
@@ -251,6 +256,8 @@ class Run:
             raise _EvalStopped()
           if step == self.total_steps:
             break
+        with clock.paused():
+          batches.close()  # and not when it is closed
     except _EvalStopped:
       progress.close()
       self._save(step, None)
