@@ -156,15 +156,17 @@ def evaluate(cfg) -> None:
   print(json.dumps(result))
 
 
-def quiet_orbax(level: int) -> None:
+def quiet_orbax() -> None:
   """Orbax logs each failure of a background write or read, with its traceback, from every
   thread and coroutine involved, and leaves the coroutines of a failed restore to be
   collected with their exception; the run reports such a failure itself, in one line (a
   warning where it falls back, an error where it stops), so these are dropped, unless
   --verbosity is given."""
+  import logging as pylogging
+
   from absl import logging
   logging.get_absl_logger().addFilter(
-      lambda record: "/orbax/" not in record.pathname or record.levelno >= level)
+      lambda record: "/orbax/" not in record.pathname or record.levelno >= pylogging.CRITICAL)
   default = sys.unraisablehook
 
   def hook(unraisable):
@@ -187,14 +189,12 @@ def _closed_loop(unraisable) -> bool:
 
 
 def main(argv) -> None:
-  import logging as pylogging
-
   from absl import logging
   from cnn_jax import config, preemption
   from cnn_jax.errors import UserError
   if not FLAGS["verbosity"].present:  # not given on the command line
     logging.set_verbosity(logging.WARNING)  # libraries' INFO lines (Orbax, TFDS) off by default
-    quiet_orbax(pylogging.CRITICAL)
+    quiet_orbax()
   command = argv[1] if len(argv) > 1 else "train"
   try:
     if len(argv) > 2 or command not in COMMANDS:
@@ -205,9 +205,7 @@ def main(argv) -> None:
         raise UserError("study needs --study=experiments/<file>.py[:small|paper]")
       if FLAGS.plan:
         from cnn_jax import studyplan
-        rate = FLAGS.images_per_sec
-        sys.exit(studyplan.main(FLAGS.study, float(rate) if rate and rate.replace(
-            ".", "", 1).isdigit() else rate))
+        sys.exit(studyplan.main(FLAGS.study, FLAGS.images_per_sec))  # a number or a file
       sys.exit(study.main(FLAGS.study, FLAGS.workdir, FLAGS.processes, FLAGS.slurm,
                           FLAGS.collect_only, FLAGS.slurm_options))
     cfg = config.validate(FLAGS.config)

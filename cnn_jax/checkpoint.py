@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from cnn_jax import schema
-from cnn_jax.errors import UserError
+from cnn_jax.errors import UserError, one_line
 from cnn_jax.metrics import EVAL_METRICS
 
 
@@ -149,8 +149,7 @@ class Unreadable(Exception):
 
   def __init__(self, step: int, cause: BaseException):
     self.step, self.cause = step, cause
-    super().__init__(f"the checkpoint at step {step} is unreadable "
-                     f"({' '.join(f'{type(cause).__name__}: {cause}'.split())[:200]})")
+    super().__init__(f"the checkpoint at step {step} is unreadable ({one_line(cause)})")
 
 
 class Mismatch(UserError):

@@ -33,7 +33,7 @@ from cnn_jax.clock import TrainClock
 # the state and steps, also under these names here (tests, bench and benchmarks use them)
 from cnn_jax.steps import (WINDOW, Steps, TrainState, build_steps, make_eval_step,  # noqa: F401
                            make_train_step, prefetch_to_device, topk_correct)
-from cnn_jax.errors import UserError
+from cnn_jax.errors import UserError, one_line
 
 
 class Run:
@@ -54,8 +54,7 @@ class Run:
     try:
       checkpoints = os.path.join(workdir, "checkpoints")
       if mode == "eval" and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
-        raise UserError(f"no checkpoint in {checkpoints}; train first with "
-                        f"python run.py train --workdir={workdir}")
+        raise _no_checkpoint(workdir)
       self._set_up(cfg, workdir, allow_config_change)
     except BaseException:
       self.lock.release()
@@ -172,7 +171,7 @@ class Run:
     except Exception as e:
       kind = workdirs.storage_error(e)
       if kind:  # a save or a log write failed: stop now, naming it; what is written stays
-        raise UserError(workdirs.storage_message(self.workdir, kind, _one_line(e),
+        raise UserError(workdirs.storage_message(self.workdir, kind, one_line(e),
                                                  self.ckpt.complete_steps())) from e
       raise
     finally:
@@ -386,8 +385,9 @@ class _EvalStopped(Exception):
   """A stop signal arrived: leave the loop (or the evaluation) at the current step."""
 
 
-def _one_line(e: BaseException) -> str:
-  return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+def _no_checkpoint(workdir: str) -> UserError:
+  return UserError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train first "
+                   f"with python run.py train --workdir={workdir}")
 
 
 def train(cfg, workdir: str, allow_config_change: bool = False,
@@ -402,8 +402,7 @@ def evaluate(cfg, workdir: str, which: str = "latest") -> dict:
   try:
     step = run.restore(which)
     if not step:
-      raise UserError(f"no checkpoint in {workdir}/checkpoints; train first with "
-                      f"python run.py train --workdir={workdir}")
+      raise _no_checkpoint(workdir)
     result = {"step": step, **run.evaluate()}
     if run.is_main:
       with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:

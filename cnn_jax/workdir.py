@@ -38,8 +38,12 @@ def check_writable(workdir: str) -> None:
     path = os.path.dirname(path)
   if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
     why = "not a directory" if not os.path.isdir(path) else "not writable"
-    raise UserError(f"work directory {workdir} is not writable ({path} is {why}); "
-                    "choose another --workdir")
+    raise _not_writable(workdir, f"{path} is {why}")
+
+
+def _not_writable(workdir: str, why: str) -> UserError:
+  return UserError(f"work directory {workdir} is not writable ({why}); choose another "
+                   "--workdir")
 
 
 class Lock:
@@ -63,8 +67,7 @@ class Lock:
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-      raise UserError(f"work directory {self.workdir} is not writable ({e.strerror}); "
-                      "choose another --workdir") from e
+      raise _not_writable(self.workdir, e.strerror) from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -146,12 +149,14 @@ def flat_config(cfg) -> dict:
   return _flat(cfg if isinstance(cfg, dict) else json.loads(cfg.to_json_best_effort()))
 
 
-def config_changes(recorded: dict, cfg, defaults: dict | None = None) -> list[str]:
+def config_changes(recorded: dict, cfg) -> list[str]:
   """'key: old -> new' for each run-defining key that differs between the recorded config
   and `cfg` (a ConfigDict or a dict). A key the record lacks (it was added to cnn_jax after
-  the run began) is no change where `cfg` has it at its default (`defaults`, flat)."""
+  the run began) is no change where `cfg` has it at its default."""
+  from cnn_jax import config  # pylint: disable=g-import-not-at-top
   old, new = _flat(recorded), flat_config(cfg)
-  defaults = defaults or {}
+  model = new.get("model.name"), new.get("model.variant")
+  defaults = flat_config(config.base(*model)) if all(model) else {}
   changes = []
   for key in sorted(set(old) | set(new)):
     if key.startswith(MAY_CHANGE) or old.get(key) == new.get(key):
@@ -179,9 +184,7 @@ def check_config(workdir: str, cfg, allow_change: bool = False) -> None:
   recorded = recorded_config(workdir)
   if recorded is None:
     return  # unreadable record: nothing to compare; it is rewritten at the start
-  from cnn_jax import config  # pylint: disable=g-import-not-at-top
-  defaults = flat_config(config.base(cfg.model.name, cfg.model.variant))
-  changes = config_changes(recorded, cfg, defaults)
+  changes = config_changes(recorded, cfg)
   if changes:
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3
                                       else "")
