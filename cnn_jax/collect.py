@@ -5,8 +5,13 @@ A study directory holds one sub-directory per training run, each with `study_run
 ({"variant", "overrides", "seed", "data_seed"}) and the run's `metrics.jsonl`. Runs of one
 variant differ only in their seeds; a run whose log has no final record is unfinished and is
 counted, not averaged. Every cell that averages seeds is the mean with its 95% Student-t
-interval (`stats.mean_interval`) over the variant's finished seeds, and each variant's eval
-error curve is checked for convergence against that interval (`stats.convergence`).
+interval (`stats.mean_interval`) over the variant's finished seeds, of the test metrics
+(`test_top1`, ...: the checkpoint best on validation, tested once) where every finished run
+has them, else of the last validation evaluation (`eval_*`); the headers say which
+(`comparisons.reported_split`). Each variant's validation-error curve (the logged evaluations)
+is checked for convergence against its final validation top-1 interval (`stats.convergence`).
+Tuning runs (study_run.json "tuning": true, under tune/) are never averaged: `tuning.md` gives
+their validation errors and the chosen values, which are a column of the table.
 
   python -m cnn_jax.collect STUDY_DIR OUT_DIR --title "..." [--scaling params|train_examples|joint]
 
@@ -28,7 +33,7 @@ import warnings
 import numpy as np
 
 from cnn_jax import comparisons as claims
-from cnn_jax import joint_fit, metrics, stats
+from cnn_jax import joint_fit, metrics, stats, tuning
 from cnn_jax import scaling as laws
 from cnn_jax.collect_plots import is_number as _number
 from cnn_jax.collect_plots import plot_curves, plot_error_vs, scaling_points
@@ -38,22 +43,25 @@ SCALING_KEYS = ("params", "train_examples")
 SCALINGS = (*SCALING_KEYS, "joint")
 FORM = "error(N) = a N^-b + c"
 MIN_DISTINCT_N = 4
-# The metrics averaged over seeds: (column, final-record key, value of the record's number).
-AVERAGED = (("top1_error_pct", "eval_top1", lambda v: 100 * (1 - v)),
-            ("top5_error_pct", "eval_top5", lambda v: 100 * (1 - v)),
-            ("eval_loss", "eval_loss", lambda v: v))
+# The metrics averaged over seeds: (column, comparisons.METRICS name), read on the split the
+# table reports (its "split" column: test or validation).
+AVERAGED = (("top1_error_pct", "top1_error"), ("top5_error_pct", "top5_error"),
+            ("loss", "loss"))
 # table.csv: per averaged metric its mean, sample std and 95% interval [low, high] over seeds.
-CSV_COLUMNS = ("variant", "finished", "runs", "seeds", "params", "macs",
-               *[c + suffix for c, _, _ in AVERAGED for suffix in ("", "_std", "_low", "_high")],
+CSV_COLUMNS = ("variant", "finished", "runs", "seeds", "tuned", "params", "macs", "split",
+               *[c + suffix for c, _ in AVERAGED for suffix in ("", "_std", "_low", "_high")],
                "images_per_sec", "wall_time_s", "converged", "curve_change_pct")
 
 
-def find_runs(study_dir: str) -> list[dict]:
+def find_runs(study_dir: str, tuning_runs: bool = False) -> list[dict]:
   """Every run under `study_dir` (a folder holding study_run.json), in the study's arm order
-  (its "order"), then by path.
+  (its "order"), then by path: the study's own runs, or with `tuning_runs` only its tuning
+  runs (study_run.json "tuning": true).
 
-  Each run is {"name", "dir", "variant", "seed", "overrides", "records", "final"}; "final" is the
-  log's final record, None for an unfinished run (or one with no metrics.jsonl yet).
+  Each run is {"name", "dir", "variant", "seed", "overrides", "tuned", "point", "records",
+  "final"}; "final" is the log's final record, None for an unfinished run (or one with no
+  metrics.jsonl yet); "tuned" the values a tuning phase chose for it, "point" a tuning run's
+  grid point.
   """
   runs = []
   for folder, subdirs, files in os.walk(study_dir):
@@ -63,6 +71,8 @@ def find_runs(study_dir: str) -> list[dict]:
     subdirs[:] = []  # a run's own folders (checkpoints, tensorboard) hold no runs
     with open(os.path.join(folder, RUN_FILE), encoding="utf-8") as f:
       spec = json.load(f)
+    if bool(spec.get("tuning")) != tuning_runs:
+      continue
     name = os.path.relpath(folder, study_dir)
     log = os.path.join(folder, metrics.JSONL)
     records = metrics.read_jsonl(log) if os.path.exists(log) else []
@@ -70,9 +80,10 @@ def find_runs(study_dir: str) -> list[dict]:
     runs.append({"name": name, "dir": folder, "variant": spec.get("variant", name),
                  "order": spec.get("order", 0),  # the arm's place in the study file
                  "seed": spec.get("seed"), "data_seed": spec.get("data_seed", spec.get("seed")),
-                 "overrides": spec.get("overrides", {}),
+                 "overrides": spec.get("overrides", {}), "tuned": spec.get("tuned") or {},
+                 "point": spec.get("point") or {},
                  "records": [r for r in records if not r.get("final")], "final": final})
-  if not runs:
+  if not runs and not tuning_runs:
     raise FileNotFoundError(f"no run directories (holding {RUN_FILE}) under {study_dir}")
   return sorted(runs, key=lambda r: (r["order"], r["name"]))
 
@@ -99,25 +110,36 @@ def _mean_std(values) -> tuple[float | None, float | None]:
   return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def variant_row(variant: str, runs: list[dict]) -> dict:
-  """The table row of one variant: per averaged metric the `stats.Interval` over its finished
-  seeds ("intervals") and its mean, std, low and high as columns (None where undefined), the
-  convergence of its eval-error curve against its top-1 interval's half-width."""
+def _interval(runs: list[dict], metric: str, split: str):
+  values = list(claims.metric_values(runs, metric, split).values())
+  return stats.mean_interval(values) if values else None
+
+
+def tuned_text(tuned: dict) -> str:
+  """{"optim.lr": 0.02} -> 'lr=0.02'; '' for none."""
+  return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in tuned.items())
+
+
+def variant_row(variant: str, runs: list[dict], split: str = "validation") -> dict:
+  """The table row of one variant: per averaged metric on `split` the `stats.Interval` over
+  its finished seeds ("intervals") and its mean, std, low and high as columns (None where
+  undefined), the values tuned for it, and the convergence of its validation-error curve
+  against its final validation top-1 interval's half-width."""
   done = [r for r in runs if r["final"] is not None]
   finals = [r["final"] for r in done]
-  row = {"variant": variant, "finished": len(done), "runs": len(runs),
+  row = {"variant": variant, "finished": len(done), "runs": len(runs), "split": split,
          "seeds": [r["seed"] if r.get("data_seed", r["seed"]) == r["seed"]
                    else f"{r['seed']}/{r['data_seed']}" for r in done],
+         "tuned": next((tuned_text(r["tuned"]) for r in runs if r.get("tuned")), ""),
          "params": next((f["params"] for f in finals if "params" in f), None),
          "macs": next((f["macs"] for f in finals if "macs" in f), None), "intervals": {}}
-  for column, key, value in AVERAGED:
-    values = [value(f[key]) for f in finals if _number(f.get(key))]
-    interval = stats.mean_interval(values) if values else None
+  for column, metric in AVERAGED:
+    interval = _interval(done, metric, split)
     row["intervals"][column] = interval
     for suffix, field in (("", "mean"), ("_std", "std"), ("_low", "low"), ("_high", "high")):
       v = getattr(interval, field) if interval is not None else None
       row[column + suffix] = v if v is not None and math.isfinite(v) else None
-  top1 = row["intervals"]["top1_error_pct"]
+  top1 = _interval(done, "top1_error", "validation")  # the curve's own split
   check = claims.arm_convergence(done, top1.half_width) if top1 is not None else None
   row.update(convergence=check,
              converged=None if check is None or not math.isfinite(check.half_width)
@@ -152,21 +174,26 @@ def _human(n) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-  """The rows of `collect` as a markdown table: errors and loss as the mean [95% interval] over
-  the seeds listed (seed/data seed where they differ); converged: whether the mean eval error
-  moved less than the top-1 interval's half-width over the last 20% of training (else by how
-  much, in points)."""
-  lines = ["| variant | runs | seeds | params | MACs | top-1 error % [95% CI] | top-5 error % "
-           "[95% CI] | eval loss [95% CI] | train images/s | wall time | converged |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+  """The rows of `collect` as a markdown table: errors and loss on the rows' split (test, or
+  validation for runs without a test split; the headers say which) as the mean [95% interval]
+  over the seeds listed (seed/data seed where they differ); the tuned values where a tuning
+  phase chose them; converged: whether the mean validation error moved less than its final
+  interval's half-width over the last 20% of training (else by how much, in points)."""
+  split = rows[0]["split"] if rows else "validation"
+  tuned = any(r.get("tuned") for r in rows)
+  lines = ["| variant | runs | seeds | " + ("tuned | " if tuned else "") + "params | MACs | "
+           f"{split} top-1 error % [95% CI] | {split} top-5 error % [95% CI] | {split} loss "
+           "[95% CI] | train images/s | wall time | converged |",
+           "|---|---:|---|" + ("---|" if tuned else "") + "---:|---:|---:|---:|---:|---:|---:|---|"]
   for r in rows:
     cells = [r["variant"], f"{r['finished']}/{r['runs']}",
              ", ".join(str(s) for s in r["seeds"]) or "-",
+             *([r.get("tuned") or "-"] if tuned else []),
              "-" if r["params"] is None else f"{r['params']:,}",
              "-" if r["macs"] is None else _human(r["macs"]),
              _cell(r["intervals"]["top1_error_pct"], 2),
              _cell(r["intervals"]["top5_error_pct"], 2),
-             _cell(r["intervals"]["eval_loss"], 4),
+             _cell(r["intervals"]["loss"], 4),
              "-" if r["images_per_sec"] is None else f"{r['images_per_sec']:,.0f}",
              "-" if r["wall_time_s"] is None else metrics.format_duration(r["wall_time_s"]),
              _converged_cell(r)]
@@ -262,17 +289,27 @@ def collect(study_dir: str, out_dir: str, title: str, scaling: str | None = None
     raise ValueError(f"scaling must be one of {SCALINGS} or None, got {scaling!r}")
   runs = find_runs(study_dir)
   groups = by_variant(runs)
-  rows = [variant_row(v, rs) for v, rs in groups.items()]
+  split = claims.reported_split(runs)
+  rows = [variant_row(v, rs, split) for v, rs in groups.items()]
   unfinished = [r["name"] for r in runs if r["final"] is None]
   os.makedirs(out_dir, exist_ok=True)
   _write_csv(os.path.join(out_dir, "table.csv"), rows)
-  text = [f"# {title}", "", markdown_table(rows)]
+  text = [f"# {title}", "", markdown_table(rows), "",
+          "Errors and loss on the test split (the checkpoint best on validation, tested once)"
+          if split == "test" else "Errors and loss on the validation split (the runs have no "
+          "test split)"]
+  tune_runs = find_runs(study_dir, tuning_runs=True)
+  if tune_runs:
+    tuning.write_markdown(study_dir, tune_runs, os.path.join(out_dir, "tuning.md"), title)
+    text[-1] += "; the tuned values were chosen per arm on validation (tuning.md)"
+  text[-1] += "."
   stale = [r["variant"] for r in rows if r["converged"] is False]
   if stale:
-    text += ["", f"Not converged ({len(stale)} of {len(rows)} arms: the mean eval error moved "
+    text += ["", f"Not converged ({len(stale)} of {len(rows)} arms: the mean validation error "
+                 "moved "
                  "by more than the top-1 interval's half-width over the last 20% of training; "
                  f"train longer before reading their differences): {', '.join(stale)}"]
-  results = claims.evaluate(groups, comparisons)
+  results = claims.evaluate(groups, comparisons, split)
   if results:
     _json(os.path.join(out_dir, "comparisons.json"), results)
     text += ["", "## Comparisons with the papers' claims", "",
@@ -281,10 +318,11 @@ def collect(study_dir: str, out_dir: str, title: str, scaling: str | None = None
              claims.markdown(results)]
   fit = None
   if scaling == "joint":
-    fit = joint_fit.collect_joint(runs, out_dir, title, n_boot=n_boot)
+    fit = joint_fit.collect_joint(runs, out_dir, title, n_boot=n_boot,
+                                  error_key=claims.record_key("top1_error", split))
     text += ["", *joint_fit.lines(fit)]
   elif scaling is not None:
-    n, error = scaling_points(runs, scaling)
+    n, error = scaling_points(runs, scaling, claims.record_key("top1_error", split))
     fit = fit_power_law(n, error, scaling)
     if "reason" not in fit:
       fit["bootstrap"] = bootstrap_intervals(n, error, n_boot)
@@ -297,10 +335,10 @@ def collect(study_dir: str, out_dir: str, title: str, scaling: str | None = None
   one_axis = fit if scaling in SCALING_KEYS else None
   for key in ("params", "macs"):
     plot_error_vs(groups, key, os.path.join(out_dir, f"error_vs_{key}.png"), title,
-                  one_axis if scaling == key else None)
+                  one_axis if scaling == key else None, split)
   if scaling in ("train_examples", "joint"):
     plot_error_vs(groups, "train_examples", os.path.join(out_dir, "error_vs_train_examples.png"),
-                  title, one_axis)
+                  title, one_axis, split)
   plot_curves(groups, os.path.join(out_dir, "curves.png"), title)
   return {"rows": rows, "fit": fit, "comparisons": results, "unfinished": unfinished}
 

@@ -18,11 +18,13 @@ def is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def scaling_points(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-  """(N, top-1 error as a fraction) of every finished run whose final record has `key`."""
-  points = [(r["final"][key], 1 - r["final"]["eval_top1"]) for r in runs
+def scaling_points(runs: list[dict], key: str,
+                   error_key: str = "eval_top1") -> tuple[np.ndarray, np.ndarray]:
+  """(N, top-1 error as a fraction: 1 - final[error_key], e.g. test_top1) of every finished
+  run whose final record has `key`."""
+  points = [(r["final"][key], 1 - r["final"][error_key]) for r in runs
             if r["final"] is not None and is_number(r["final"].get(key))
-            and is_number(r["final"].get("eval_top1"))]
+            and is_number(r["final"].get(error_key))]
   return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
 
@@ -38,12 +40,15 @@ def _save(fig, path):
   fig.savefig(path, format="png", dpi=100)
 
 
-def plot_error_vs(groups: dict, key: str, path: str, title: str, fit: dict | None = None):
-  """Top-1 error (%) of every finished run against final[key] (log x), each variant's mean with
-  its 95% interval labelled, and the fitted curve when `fit` has one."""
+def plot_error_vs(groups: dict, key: str, path: str, title: str, fit: dict | None = None,
+                  split: str = "validation"):
+  """Top-1 error (%) on `split` (test or validation) of every finished run against final[key]
+  (log x), each variant's mean with its 95% interval labelled, and the fitted curve when `fit`
+  has one."""
+  error_key = ("test_" if split == "test" else "eval_") + "top1"
   fig, (ax,) = _figure()
   for i, (variant, runs) in enumerate(groups.items()):
-    n, error = scaling_points(runs, key)
+    n, error = scaling_points(runs, key, error_key)
     if not len(n):
       continue
     color = f"C{i % 10}"
@@ -54,7 +59,7 @@ def plot_error_vs(groups: dict, key: str, path: str, title: str, fit: dict | Non
     ax.annotate(variant, (n.mean(), 100 * error.mean()), textcoords="offset points",
                 xytext=(5, 5), fontsize=8)
   if fit is not None and "b" in fit:
-    n, _ = scaling_points([r for runs in groups.values() for r in runs], key)
+    n, _ = scaling_points([r for runs in groups.values() for r in runs], key, error_key)
     grid = np.geomspace(n.min(), n.max(), 200)
     ax.plot(grid, 100 * (fit["a"] * grid ** -fit["b"] + fit["c"]), "k--",
             label=f"fit: b = {fit['b']:.3g} ± {fit['b_err']:.2g}, c = {100 * fit['c']:.3g}%")
@@ -63,7 +68,7 @@ def plot_error_vs(groups: dict, key: str, path: str, title: str, fit: dict | Non
     ax.legend(fontsize=8)
   else:
     ax.text(0.5, 0.5, f"no finished run with {key}", ha="center", transform=ax.transAxes)
-  ax.set(xlabel=key, ylabel="top-1 error (%)", title=title)
+  ax.set(xlabel=key, ylabel=f"{split} top-1 error (%)", title=title)
   ax.grid(True, which="both", alpha=0.3)
   _save(fig, path)
 
@@ -80,7 +85,8 @@ def _mean_curve(runs: list[dict], key: str, scale=1.0, offset=0.0):
 
 
 def plot_curves(groups: dict, path: str, title: str):
-  """Eval top-1 error (%) and training loss against epoch, each variant's mean over seeds."""
+  """Validation top-1 error (%) (the logged evaluations) and training loss against epoch, each
+  variant's mean over seeds."""
   fig, (err_ax, loss_ax) = _figure(2)
   for i, (variant, runs) in enumerate(groups.items()):
     color = f"C{i % 10}"
@@ -91,7 +97,7 @@ def plot_curves(groups: dict, path: str, title: str):
     if loss_key:
       loss_ax.plot(*_mean_curve(runs, loss_key), color=color, lw=1, label=variant)
   fig.suptitle(title)  # once over both panels: a long title would overlap as two
-  for ax, ylabel in ((err_ax, "eval top-1 error (%)"), (loss_ax, "training loss")):
+  for ax, ylabel in ((err_ax, "validation top-1 error (%)"), (loss_ax, "training loss")):
     ax.set(xlabel="epoch", ylabel=ylabel, title=ylabel)
     ax.grid(True, alpha=0.3)
     if ax.has_data():

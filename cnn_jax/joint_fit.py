@@ -1,14 +1,15 @@
 """The collector's joint scaling law for a width x data-fraction study (Study(scaling="joint")).
 
 From the finished runs (`scaling.run_points`: N = params, D = train_examples, error = 1 - final
-eval top-1, each run's training FLOPs = 3 x MACs x epochs x D) it fits error(N, D) = a N^-alpha
-+ b D^-beta + c (Rosenfeld et al. 2019; Hoffmann et al. 2022, Sec. 3.3, eq. (2)) with bootstrap
-intervals over seeds (`scaling.fit_joint`), validates it by holding out the grid points of the
-largest N x D and predicting them from the rest (`scaling.holdout(by="ND")`), and gives the
-compute frontier, N_opt(C) under C = k N D (Hoffmann et al. 2022, eq. (4); `scaling.frontier`
-with the runs' own FLOPs, k estimated from them). It writes fit.json and the plots fit.png
-(band, extrapolation marked, held-out points) and frontier.png. A grid too small to fit gives
-{"reason"} in fit.json instead, and no plots.
+top-1, test where the runs have a test split, else validation; each run's training FLOPs = 3 x
+MACs x epochs x D) it fits error(N, D) = a N^-alpha + b D^-beta + c (Rosenfeld et al. 2019;
+Hoffmann et al. 2022, Sec. 3.3, eq. (2)) with bootstrap intervals over seeds
+(`scaling.fit_joint`), validates it by holding out the grid points of the largest N x D and
+predicting them from the rest (`scaling.holdout(by="ND")`), and gives the compute frontier,
+N_opt(C) under C = k N D (Hoffmann et al. 2022, eq. (4); `scaling.frontier` with the runs' own
+FLOPs, k estimated from them). It writes fit.json and the plots fit.png (band, extrapolation
+marked, held-out points) and frontier.png. A grid too small to fit gives {"reason"} in
+fit.json instead, and no plots.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from cnn_jax import scaling, scaling_plots, stats
 
 
 def collect_joint(runs: list[dict], out_dir: str, title: str,
-                  n_boot: int = scaling.N_BOOT) -> dict:
+                  n_boot: int = scaling.N_BOOT, error_key: str = "eval_top1") -> dict:
   """Fits, validates and plots the joint law of `runs` (cnn_jax.collect.find_runs) into
-  out_dir; returns what fit.json holds: {"form", "fit", "holdout", "frontier"} (JSON-safe), or
+  out_dir, the error being 1 - final[error_key] (test_top1 where the runs have a test split);
+  returns what fit.json holds: {"form", "fit", "holdout", "frontier"} (JSON-safe), or
   {"form", "reason"}, and "holdout_reason" where only the held-out check could not be made."""
-  p = scaling.run_points(runs)
+  p = scaling.run_points(runs, error_key)
+  split = "test" if error_key.startswith("test_") else "validation"
   out = {"form": scaling.JOINT_FORM, "runs": int(len(p["n"])),
-         "error": "top-1 error as a fraction"}
+         "error": f"{split} top-1 error as a fraction"}
   try:
     fit = scaling.fit_joint(p["n"], p["d"], p["error"], n_boot=n_boot)
   except ValueError as e:

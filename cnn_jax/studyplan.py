@@ -8,19 +8,27 @@ get_config(arg), then the run's overrides applied in-process), and
 
 with MACs the forward multiply-accumulates of `inspect.summarize(models.abstract(cfg.model))`
 (3: the forward pass and twice its cost backward; scaling.FLOPS_PER_MAC_TRAINING) and images
-trained = train.batch_size x the number of updates, which is train.steps if set, else
-round(train.epochs x (train examples // batch size)), as the trainer counts them (batches are
-whole; the remainder of an epoch is dropped). Evaluation is not counted.
+trained = train.batch_size x the number of updates, which is, in this order:
+- for a FLOP budget (train.flops > 0, e.g. a Study's budget_flops): the budget's images,
+  train.flops / (3 x MACs), in whole batches: max(1, round(train.flops / (3 x MACs x batch)));
+- train.steps if set;
+- else round(train.epochs x (train examples // batch size)), as the trainer counts them
+  (batches are whole; the remainder of an epoch is dropped).
+Evaluation is not counted. A tuned study's plan lists its tuning runs (one per arm and grid
+point) before its own runs; their cost does not depend on the values tuned.
 
 Train examples come, without downloading anything, from the Study's `train_examples` hint
 (the size of the unsliced split) or the split sizes TFDS publishes for the datasets the configs
 use (KNOWN_SPLITS), else from TFDS's metadata where the dataset is prepared; a slice such as
 'train[:25%]' or 'train[1000:]' is applied as TFDS does (percent boundaries rounded to the
-closest example).
+closest example). As `cnn_jax.data.splits` does, where data.validation_fraction > 0 the
+validation split is first held out of the whole 'train' split (round(fraction x N) examples)
+and a slice of 'train' is taken of the rest: 'train[:25%]' of Fashion-MNIST is 25% of 54,000.
 
 The wall time is images / images_per_sec: one number for every run (--images_per_sec=), or
 {variant: images/s} measured with `run.py bench` (a dict or a JSON file of one); device-hours
-are that wall time x `devices` / 3600.
+are that wall time x `devices` / 3600. The total also gives the study's time with each run's
+start-up (STARTUP_S: process start, data loading, compilation; 20-40 s on the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import math
 import os
 import re
 import sys
@@ -43,6 +52,7 @@ KNOWN_SPLITS = {
     "cifar100": {"train": 50000, "test": 10000},
     "imagenet2012": {"train": 1281167, "validation": 50000},
 }
+STARTUP_S = 30.0  # seconds a run takes to start on the 2-core CPU before it trains (20-40 s)
 _SLICE = re.compile(r"^(?P<name>[A-Za-z_][\w-]*)(\[(?P<start>-?\d*%?):(?P<end>-?\d*%?)\])?$")
 
 
@@ -108,7 +118,15 @@ def train_examples(data_cfg, hint: int | None = None) -> int:
   if not total:
     raise UserError(f"data.name={data_cfg.name!r}, split {split!r}: its size is unknown here; "
                     "give the Study train_examples=<examples in the unsliced split>")
+  if split == "train":
+    total -= held_out(total, data_cfg.get("validation_fraction", 0.0))
   return split_examples(data_cfg.train_split, total)
+
+
+def held_out(examples: int, fraction: float) -> int:
+  """The examples of a split of `examples` held out as validation: round(fraction x examples),
+  halves up, as `cnn_jax.data.splits.holdout` counts them."""
+  return int(math.floor((fraction or 0.0) * examples + 0.5))
 
 
 _COSTS: dict[str, tuple[int, int]] = {}
@@ -146,24 +164,31 @@ def run_cost(run: dict, hint: int | None = None) -> dict:
   cfg = load_config(run["config"], run["overrides"])
   examples = train_examples(cfg.data, hint)
   batch = cfg.train.batch_size
-  steps = cfg.train.steps or max(1, int(round(cfg.train.epochs * (examples // batch))))
   params, macs = model_cost(cfg.model)
+  budget = cfg.train.get("flops", 0) or 0
+  if budget > 0:
+    steps = max(1, int(round(budget / (scaling.FLOPS_PER_MAC_TRAINING * macs * batch))))
+  else:
+    steps = cfg.train.steps or max(1, int(round(cfg.train.epochs * (examples // batch))))
   images = steps * batch
   return {"name": run["name"], "variant": run["variant"], "config": run["config"],
           "params": params, "macs": macs, "train_examples": examples, "steps": steps,
-          "images": images, "flops": scaling.FLOPS_PER_MAC_TRAINING * macs * images}
+          "images": images, "flops": scaling.FLOPS_PER_MAC_TRAINING * macs * images,
+          "budget_flops": budget or None}
 
 
-def plan(spec, images_per_sec=None, devices: int = 1) -> tuple[list[dict], str]:
+def plan(spec, images_per_sec=None, devices: int = 1,
+         startup_s: float = STARTUP_S) -> tuple[list[dict], str]:
   """(rows, markdown table) of the study `spec` (a Study or 'experiments/<file>.py[:scale]'):
-  one row per run with its cost (`run_cost`), images_per_sec, wall_s and device_hours (None
-  without a throughput for its variant), then a "total" row summing flops, images, wall_s and
-  device_hours over the runs."""
+  one row per run (tuning runs first) with its cost (`run_cost`), images_per_sec, wall_s and
+  device_hours (None without a throughput for its variant), then a "total" row summing flops,
+  images, wall_s and device_hours over the runs, and with_startup_s: wall_s plus `startup_s`
+  per run."""
   s = study.load(spec) if isinstance(spec, str) else spec
   rates = throughput(images_per_sec)
   rows = []
-  for run in s.runs():
-    row = run_cost(run, s.train_examples)
+  for run in s.all_runs():
+    row = {**run_cost(run, s.train_examples), "tuning": run["tuning"]}
     rate = rates.get(run["variant"]) if isinstance(rates, dict) else rates
     row["images_per_sec"] = rate
     row["wall_s"] = row["images"] / rate if rate else None
@@ -174,7 +199,10 @@ def plan(spec, images_per_sec=None, devices: int = 1) -> tuple[list[dict], str]:
            "images": sum(r["images"] for r in rows), "flops": sum(r["flops"] for r in rows),
            "wall_s": sum(r["wall_s"] for r in timed) if timed else None,
            "device_hours": sum(r["device_hours"] for r in timed) if timed else None,
-           "untimed": len(rows) - len(timed)}
+           "untimed": len(rows) - len(timed), "tuning_runs": sum(r["tuning"] for r in rows)}
+  total["with_startup_s"] = (None if total["wall_s"] is None
+                             else total["wall_s"] + startup_s * len(rows))
+  total["startup_s"] = startup_s
   return rows + [total], format_plan(s, rows, total)
 
 
@@ -198,6 +226,12 @@ def format_plan(s, rows: list[dict], total: dict) -> str:
                f"{_e(total['device_hours'])} |")
   note = ("Training only (3 x MACs x images; no evaluation, compilation or start-up); wall "
           "time = images / images/s, one run after another.")
+  if total["tuning_runs"]:
+    note += (f" {total['tuning_runs']} of the {total['runs']} runs are tuning runs (each arm at "
+             "each grid point, under tune/).")
+  if total["with_startup_s"] is not None:
+    note += (f" With {total['startup_s']:g} s of start-up a run: "
+             f"{metrics.format_duration(total['with_startup_s'])} in all.")
   if total["untimed"]:
     note += f" {total['untimed']} runs have no images/s (give --images_per_sec) and no time."
   return "\n".join(lines + ["", note])

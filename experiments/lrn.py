@@ -10,11 +10,18 @@ SAME_MARGIN = 1.0 point of top-1 error: smaller than the 1.4-point gain AlexNet'
 to bring (so "the same" would exclude an AlexNet-sized effect), ten times the difference of
 Table 3.
 
-  python run.py study --study=experiments/lrn.py:small    # Fashion-MNIST, 3 seeds, ~25 min
+  python run.py study --study=experiments/lrn.py:small    # Fashion-MNIST, 3 seeds
   python run.py study --study=experiments/lrn.py:paper --slurm   # ImageNet
+
+Small scale: the shared SMALL budget (2 epochs on 30% of the training split, 16,200 images
+trained on, 252 updates), optim.lr tuned per arm on SMALL_LR_GRID (0.007, 0.02, 0.06) on
+validation, 3 seeds: 4 arms x (3 tuning + 3 seeds) = 24 runs. Planned: 7m13s of training, 19m13s
+with 30 s of start-up a run, one run after another (`--plan --images_per_sec=` a JSON of the
+committed lrn table's rates: AlexNet 3,227 and 3,055, VGG A 1,750 (its two tables' mean), A-LRN
+974 images/s). The VGG arms, 10.8M MACs, are not converged at this budget.
 """
 
-from cnn_jax.study import SMALL, SMALL_SEEDS, Comparison, Study
+from cnn_jax.study import SMALL, SMALL_LR_GRID, SMALL_SEEDS, Comparison, Study
 
 SAME_MARGIN = 1.0  # points of top-1 error within which VGG A-LRN and A count as the same
 KRIZHEVSKY = "Krizhevsky et al. 2012, Sec. 3.3: response normalization reduces top-1 and top-5 " \
@@ -39,7 +46,7 @@ def get_study(scale="small"):
           ("vgg_A-LRN", {"config": "configs/vgg.py:small_A-LRN" if small
                          else "configs/vgg.py:A-LRN"}))
   return {"small": Study("lrn_small", arms, base=SMALL, seeds=SMALL_SEEDS,
-                         comparisons=COMPARISONS,
+                         tune=SMALL_LR_GRID, comparisons=COMPARISONS,
                          title="LRN against none (Fashion-MNIST, small)"),
           "paper": Study("lrn_paper", arms, seeds=(0,), comparisons=COMPARISONS,
                          title="LRN against none (ImageNet)")}[scale]

@@ -3,9 +3,19 @@
 top-5 by 0.3).
 
   python run.py study --study=experiments/pooling.py:small
+
+Small scale: 3 epochs on the whole training split less its validation share (54,000 images,
+1,263 updates), optim.lr tuned per arm on SMALL_LR_GRID (0.007, 0.02, 0.06) on validation, 3
+seeds: 2 arms x (3 + 3) = 12 runs. Planned: 11m01s of training, 17m01s with 30 s of start-up a
+run (`--plan --images_per_sec=2934`, the small AlexNet's mean rate in the committed lrn and stem
+tables; both poolings cost about the same).
 """
 
-from cnn_jax.study import Comparison, at_scale, grid
+from cnn_jax.study import SMALL_LR_GRID, Comparison, at_scale, grid
+
+# Small scale: 3 epochs on the whole training split less its validation share (54,000 images),
+# evaluated each half epoch; optim.lr tuned per arm on SMALL_LR_GRID.
+BUDGET = {"train.epochs": 3.0, "train.eval_every_epochs": 0.5}
 
 SOURCE = "Krizhevsky et al. 2012, Sec. 3.4: overlapping pooling reduces top-1 and top-5 error " \
          "rates by 0.4% and 0.3%"
@@ -19,4 +29,4 @@ def get_study(scale="small"):
   return at_scale(scale, "pooling", grid(**{"model.pooling": ("overlapping", "non_overlapping")}),
                   ("configs/alexnet.py:small", "configs/alexnet.py:paper"),
                   "Overlapping against non-overlapping pooling, AlexNet",
-                  comparisons=COMPARISONS)
+                  budget=BUDGET, tune=SMALL_LR_GRID, comparisons=COMPARISONS)

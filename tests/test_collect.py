@@ -97,8 +97,8 @@ def test_table_rows_means_stds_and_unfinished(width_study, tmp_path):
         (interval.low, interval.high))
     assert row["top1_error_pct_high"] - row["top1_error_pct_low"] > 2 * top1.std(ddof=1)
     assert row["top5_error_pct"] == pytest.approx(100 * (0.001 + errors[w] / 10).mean())
-    assert row["eval_loss"] == pytest.approx(3 * errors[w].mean())
-    assert row["eval_loss_std"] == pytest.approx(3 * errors[w].std(ddof=1))
+    assert row["loss"] == pytest.approx(3 * errors[w].mean())
+    assert row["loss_std"] == pytest.approx(3 * errors[w].std(ddof=1))
     # Medians 650 and 530 with the first (compiling) record left out; a mean 590 over the runs.
     assert row["images_per_sec"] == pytest.approx(590.0)
     assert row["wall_time_s"] == pytest.approx(120.0)
@@ -112,7 +112,7 @@ def test_table_rows_means_stds_and_unfinished(width_study, tmp_path):
   interval = stats.mean_interval(100 * errors[4])
   assert float(table[0]["top1_error_pct_low"]) == pytest.approx(interval.low)
   assert float(table[0]["top1_error_pct_high"]) == pytest.approx(interval.high)
-  assert float(table[0]["eval_loss_low"]) == pytest.approx(
+  assert float(table[0]["loss_low"]) == pytest.approx(
       stats.mean_interval(3 * errors[4]).low)
   assert table[4]["runs"] == "3" and table[4]["finished"] == "2" and table[4]["seeds"] == "0 1"
   assert table[5]["top1_error_pct"] == ""
@@ -263,7 +263,7 @@ def test_a_comparison_gives_the_paired_difference_interval_and_verdict(tmp_path)
   assert saved[0]["source"] == "Krizhevsky et al. 2012, Sec. 3.3"
   md = open(os.path.join(out, "table.md")).read()
   assert "## Comparisons with the papers' claims" in md
-  assert "| lrn vs none | top1_error | -1.50 [" in md and "**reproduces** |" in md
+  assert "| lrn vs none | top1_error (validation) | -1.50 [" in md and "**reproduces** |" in md
   # Settled curves: every arm converged.
   assert [r["converged"] for r in result["rows"]] == [True, True]
   assert "Not converged" not in md
@@ -391,3 +391,4 @@ def test_one_evaluation_cannot_show_convergence(tmp_path):
   (row,) = collect.collect(study, out, "x")["rows"]
   assert row["converged"] is False and row["curve_change_pct"] is None
   assert "| no (one evaluation) |" in open(os.path.join(out, "table.md")).read()
+

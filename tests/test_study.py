@@ -129,3 +129,32 @@ def get_study(scale="small"):
     assert (results / "tiny" / name).stat().st_size > 0
   assert study.main(spec, str(tmp_path / "runs"), 2, False, False, results=str(results)) == 0
   assert "2 runs: 2 finished already, 0 to run" in capsys.readouterr().out
+
+
+TUNED_STUDIES = ("lrn.py", "pooling.py", "stem.py", "vgg_depth.py")
+
+
+@pytest.mark.parametrize("file", TUNED_STUDIES)
+def test_small_architecture_studies_tune_lr_per_arm(file):
+  s = study.load(f"experiments/{file}:small")
+  assert len(s.seeds) >= 3 and list(s.tune) == ["optim.lr"] and len(s.tune["optim.lr"]) == 3
+  tuning_runs = s.tuning_runs()
+  assert len(tuning_runs) == 3 * len(s.arms)
+  assert len(s.all_runs()) == len(tuning_runs) + len(s.arms) * len(s.seeds)
+  assert all(r["name"].startswith("tune/") and r["seed"] == s.tune_seed for r in tuning_runs)
+  assert {r["overrides"]["optim.lr"] for r in tuning_runs} == set(s.tune["optim.lr"])
+  # The tuned value becomes an override of the seeds' runs.
+  chosen = {v: {"optim.lr": s.tune["optim.lr"][1]} for v, _ in s.arms}
+  assert all(r["overrides"]["optim.lr"] == s.tune["optim.lr"][1] for r in s.runs(chosen))
+  assert study.load(f"experiments/{file}:paper").tune is None  # the paper's own recipe
+
+
+def test_vgg_b_to_e_start_from_the_a_of_their_seed(tmp_path):
+  s = study.load("experiments/vgg_depth.py:small")
+  runs = {r["name"]: study.formatted(r, str(tmp_path)) for r in s.all_runs()}
+  assert "model.init_from" not in runs["A__seed1"]["overrides"]
+  for v in "BCDE":
+    assert runs[f"{v}__seed2"]["overrides"]["model.init_from"] == str(tmp_path / "A__seed2")
+    assert runs[f"tune/{v}__lr=0.02"]["overrides"]["model.init_from"] == str(
+        tmp_path / f"A__seed{s.tune_seed}")
+  assert "model.init" not in s.base  # no He-initialisation stand-in

@@ -7,6 +7,7 @@ import pytest
 
 from cnn_jax import inspect, models, studyplan
 from cnn_jax.errors import UserError
+from cnn_jax import study as study_module
 from cnn_jax.study import Study
 
 SIMPLE = "configs/simple_cnn.py"
@@ -26,15 +27,17 @@ def test_flops_are_macs_times_three_times_images_and_the_total_sums():
   assert len(runs) == 4 and total["name"] == "total"
   full, half = macs(SIMPLE), macs(SIMPLE, {"model.width": 0.5})
   assert full > 4_000_000 and half < full / 2  # the small CNN: 4.15M MACs at width 1
-  # 25% of 60,000 = 15,000 examples; 15,000 // 128 = 117 updates an epoch, 2 epochs.
-  images = 2 * (15000 // 128) * 128
+  # 25% of 60,000 = 15,000 examples, 1,500 of them held out for validation: 13,500 trained on;
+  # 13,500 // 128 = 105 updates an epoch, 2 epochs.
+  images = 2 * (13500 // 128) * 128
   for row, m in zip(runs, (full, full, half, half)):
-    assert row["train_examples"] == 15000 and row["steps"] == 234 and row["images"] == images
+    assert row["train_examples"] == 13500 and row["steps"] == 210 and row["images"] == images
     assert row["macs"] == m and row["flops"] == 3 * m * images
     assert row["wall_s"] == pytest.approx(images / 1000.0)
   assert total["flops"] == sum(r["flops"] for r in runs)
   assert total["wall_s"] == pytest.approx(4 * images / 1000.0)
   assert total["device_hours"] == pytest.approx(4 * images / 1000.0 / 3600)
+  assert total["with_startup_s"] == pytest.approx(total["wall_s"] + 4 * studyplan.STARTUP_S)
   assert f"{total['flops']:.3e}" in text and "w=0.5__seed1" in text
 
 
@@ -67,7 +70,7 @@ def test_an_unknown_dataset_takes_the_study_hint():
   s = Study("p", (("a", {"data.name": "folder", "data.train_split": "train[:50%]"}),),
             config=SIMPLE, seeds=(0,), base={"train.steps": 10}, train_examples=1000)
   (row, _), _ = studyplan.plan(s)
-  assert row["train_examples"] == 500
+  assert row["train_examples"] == 450  # 500, of them 10% held out
   bare = Study("p", s.arms, config=SIMPLE, seeds=(0,), base={"train.epochs": 1.0})
   with pytest.raises(UserError, match="train_examples"):
     studyplan.plan(bare)
@@ -75,9 +78,35 @@ def test_an_unknown_dataset_takes_the_study_hint():
 
 def test_every_study_file_has_a_plan():
   rows, _ = studyplan.plan("experiments/width_data.py:small", images_per_sec=500.0)
-  assert len(rows) == 4 * 4 * 3 + 1
+  s = study_module.load("experiments/width_data.py:small")
+  assert len(rows) == len(s.arms) * len(s.seeds) + 1
   widest = [r for r in rows[:-1] if r["variant"] == "width=1.0,train=100pct"]
   model = studyplan.load_config(SIMPLE, {"model.width": 1.0}).model
-  assert widest[0]["train_examples"] == 60000
+  assert widest[0]["train_examples"] == 54000
   assert widest[0]["params"] == inspect.summarize(models.abstract(model)).params
-  assert widest[0]["images"] == 2 * (60000 // 128) * 128
+  assert widest[0]["images"] == 2 * (54000 // 128) * 128
+
+
+def test_a_flop_budget_decides_the_images_and_tuning_runs_are_priced():
+  """budget_flops compute-matches arms of different cost: images = flops / (3 x MACs) in whole
+  batches, so the narrow arm trains on ~4x the images; an arm's own train.flops wins; each
+  tuning run (arm x grid point) is a row before the study's own."""
+  budget = 3e12
+  s = Study("f", (("w=1", {"model.width": 1.0}), ("w=0.5", {"model.width": 0.5}),
+                  ("own", {"model.width": 1.0, "train.flops": budget / 2})),
+            config=SIMPLE, seeds=(0, 1), budget_flops=budget, tune={"optim.lr": (0.01, 0.03)})
+  rows, text = studyplan.plan(s, images_per_sec=1000.0)
+  runs, total = rows[:-1], rows[-1]
+  assert len(runs) == 3 * 2 + 3 * 2 and total["tuning_runs"] == 6
+  assert [r["name"] for r in runs[:2]] == ["tune/w=1__lr=0.01", "tune/w=1__lr=0.03"]
+  assert all(r["tuning"] for r in runs[:6]) and not any(r["tuning"] for r in runs[6:])
+  full, half = macs(SIMPLE), macs(SIMPLE, {"model.width": 0.5})
+  for row in runs:
+    m, flops = {"w=1": (full, budget), "w=0.5": (half, budget),
+                "own": (full, budget / 2)}[row["variant"]]
+    assert row["macs"] == m and row["budget_flops"] == flops
+    assert row["steps"] == round(flops / (3 * m * 128)) and row["images"] == row["steps"] * 128
+    assert abs(row["flops"] - flops) <= 3 * m * 128 / 2  # within half a batch of the budget
+  by = {r["variant"]: r for r in runs}
+  assert by["w=0.5"]["images"] > 3 * by["w=1"]["images"]
+  assert "6 of the 12 runs are tuning runs" in text
