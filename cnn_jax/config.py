@@ -55,7 +55,8 @@ def train_config() -> ml_collections.ConfigDict:
       "batch_size": 128,          # global batch per update
       "eval_batch_size": 500,
       "epochs": 10.0,             # training length in epochs ...
-      "steps": 0,                 # ... or in updates, if > 0
+      "steps": 0,                 # ... or in updates, if > 0 ...
+      "flops": 0.0,               # ... or in training FLOPs (3 x MACs x images), if > 0
       "eval_every_epochs": 1.0,   # evaluation interval in epochs ...
       "eval_every_steps": 0,      # ... or in updates, if > 0
       "log_every_steps": 50,      # metrics are fetched from the device this often
@@ -105,12 +106,22 @@ TRAIN_RULES = {
     "eval_batch_size": schema.at_least(1, integer=True),
     "epochs": schema.at_least(0, "or set train.steps"),
     "steps": schema.at_least(0, "0 = use train.epochs", integer=True),
+    "flops": schema.at_least(0, "0 = use train.steps or train.epochs"),
     "eval_every_epochs": schema.at_least(0, "or set train.eval_every_steps"),
     "eval_every_steps": schema.at_least(0, "0 = use train.eval_every_epochs", integer=True),
     "log_every_steps": schema.at_least(1, integer=True),
     "skip_nonfinite": schema.Bool(),
 }
 SEED = schema.at_least(0, "e.g. 0", integer=True)
+
+
+def total_steps(t: ml_collections.ConfigDict, steps_per_epoch: int, macs: int) -> int:
+  """The run's length in updates: from `train.flops` (training FLOPs, counted as 3 x MACs per
+  image for the forward and backward passes, as Kaplan et al. 2020 Sec. 2.1), else
+  `train.steps`, else `train.epochs`; at least one."""
+  if t.flops > 0:
+    return max(1, int(round(t.flops / (3 * macs * t.batch_size))))
+  return t.steps or max(1, int(round(t.epochs * steps_per_epoch)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -172,8 +183,9 @@ def _validate_training(cfg) -> None:
   schema.check("train.", cfg.train, TRAIN_RULES)
   schema.check_value("seed", cfg.seed, SEED)
   t = cfg.train
-  if not (t.epochs > 0 or t.steps > 0):
-    raise ConfigError(f"train.epochs={t.epochs!r} must be positive (or set train.steps)")
+  if not (t.epochs > 0 or t.steps > 0 or t.flops > 0):
+    raise ConfigError(f"train.epochs={t.epochs!r} must be positive (or set train.steps or "
+                      "train.flops)")
   if not (t.eval_every_epochs > 0 or t.eval_every_steps > 0):
     raise ConfigError(f"train.eval_every_epochs={t.eval_every_epochs!r} must be positive "
                       "(or set train.eval_every_steps)")

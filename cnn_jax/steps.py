@@ -160,13 +160,18 @@ class Steps:
   train_step: Any   # jitted (state, batch) -> state, the state donated
   eval_step: Any    # jitted (state, batch) -> sums
   copied: tuple = ()  # parameters taken from model.init_from (transfer.py)
+  total_steps: int = 0  # the length the schedule was built for
 
 
-def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: int) -> Steps:
+def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps) -> Steps:
   """The model of `cfg` initialised and laid out on `mesh`, with its train and eval steps:
-  jax.jit with explicit shardings, so each compiles once for the run (Run and bench use it)."""
+  jax.jit with explicit shardings, so each compiles once for the run (Run and bench use it).
+  `total_steps` is the run's length, or a function of the model's MACs per image giving it
+  (a budget in FLOPs: `config.total_steps`)."""
   model = models.build(cfg.model, seed=cfg.seed)
   summary = inspect.summarize(model)
+  if callable(total_steps):
+    total_steps = total_steps(summary.macs)
   train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
   params, copied = transfer.initialise(cfg.model, params)  # VGG Sec. 3.1: B-E from A
   eval_graph = nnx.graphdef(models.view(model, train=False))
@@ -182,7 +187,7 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps: 
                       in_shardings=(state_sharding, batch_sharding),
                       out_shardings=parallel.replicated(mesh))
   return Steps(summary, tx, layout, parallel.place(state, state_sharding), state_sharding,
-               batch_sharding, train_step, eval_step, tuple(copied))
+               batch_sharding, train_step, eval_step, tuple(copied), total_steps)
 
 
 def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

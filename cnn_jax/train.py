@@ -95,13 +95,12 @@ class Run:
                       f"{self.ds.num_classes}")
     t = cfg.train
     self.steps_per_epoch = self.ds.steps_per_epoch
-    self.total_steps = t.steps or max(1, int(round(t.epochs * self.steps_per_epoch)))
+    self.steps = build_steps(cfg, self.mesh, self.ds.num_classes, self.steps_per_epoch,
+                             lambda macs: config.total_steps(t, self.steps_per_epoch, macs))
+    self.total_steps = self.steps.total_steps
     self.eval_every = t.eval_every_steps or max(1, int(round(t.eval_every_epochs
                                                              * self.steps_per_epoch)))
     self.save_every = cfg.checkpoint.every_steps or self.eval_every
-
-    self.steps = build_steps(cfg, self.mesh, self.ds.num_classes, self.steps_per_epoch,
-                             self.total_steps)
     self.state = self.steps.state  # the run's current state; steps.state stays the initial one
     self._set_plateau = jax.jit(
         lambda state, plateau, scale: state.replace(
@@ -125,21 +124,48 @@ class Run:
       self.lock.release()
 
   # -- evaluation --------------------------------------------------------------------------
-  def evaluate(self) -> dict:
+  def evaluate(self, split: str = "eval", state=None) -> dict:
+    """{split}_loss, _top1, _top5 of `state` (the run's) on the eval (validation) or test
+    split."""
     with jax.set_mesh(self.mesh):
-      return self._evaluate()
+      return self._evaluate(split, self.state if state is None else state)
 
-  def _evaluate(self) -> dict:
+  def _evaluate(self, split: str = "eval", state=None) -> dict:
+    state = self.state if state is None else state
     sums = None
-    for batch in prefetch_to_device(self.ds.eval_batches(), self.batch_sharding):
+    for batch in prefetch_to_device(self.ds.eval_batches(split), self.batch_sharding):
       if self.stop:
         raise _EvalStopped()
-      out = self.eval_step(self.state, batch)
+      out = self.eval_step(state, batch)
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     n = max(float(sums["count"]), 1.0)
-    return {"eval_loss": float(sums["loss"]) / n, "eval_top1": float(sums["top1"]) / n,
-            "eval_top5": float(sums["top5"]) / n}
+    return {f"{split}_loss": float(sums["loss"]) / n, f"{split}_top1": float(sums["top1"]) / n,
+            f"{split}_top5": float(sums["top5"]) / n}
+
+  def _test(self, step: int) -> dict:
+    """The test split's metrics, evaluated once at the end, of the checkpoint selected on
+    validation (the best by checkpoint.best_metric; the final state without one), with the
+    split, its step and the validation split held out."""
+    self.ckpt.wait()
+    best = self.ckpt.best_step() or step
+    state = self.state if best == step else self.restore_state(best)
+    out = {"eval_split": self.cfg.data.eval_split, "best_eval_top1": self._best[0],
+           "best_step": self._best[1]}
+    if self.ds.held_out:
+      out.update(validation_examples=self.ds.held_out[0], validation_sha256=self.ds.held_out[1])
+    if not self.ds.has_test:
+      return out
+    result = self._evaluate("test", state)
+    self._print(f"test ({self.cfg.data.test_split}, {self.ds.num_test:,} images) of the "
+                f"checkpoint at step {best}, the best on validation: top-1 "
+                f"{100 * result['test_top1']:.2f}%, top-5 {100 * result['test_top5']:.2f}%, "
+                f"loss {result['test_loss']:.4f}")
+    return {**out, **result, "test_step": best, "test_split": self.cfg.data.test_split}
+
+  def restore_state(self, step: int):
+    """The state of the checkpoint at `step` (the run's own state is left as it is)."""
+    return restore.one(self.ckpt, self.state, step, self._explain)[0]
 
   # -- checkpoints -------------------------------------------------------------------------
   def restore(self, step: int | str = "latest", discard_unreadable: bool = False) -> int:
@@ -257,18 +283,19 @@ class Run:
             break
         with clock.paused():
           batches.close()  # and not when it is closed
+      progress.close()
+      if last_eval.get("step") != step:  # e.g. killed after the last checkpoint, before the end
+        last_eval = self._eval_and_adapt(step)
+      self._check_finite()
+      tested = self._test(step)
     except _EvalStopped:
       progress.close()
       self._save(step, None)
       self.ckpt.wait()
       self.writer.close()
       raise preemption.Interrupted(self.stop.signum, step, self.workdir) from None
-    progress.close()
-    if last_eval.get("step") != step:  # e.g. killed after the last checkpoint, before the end
-      last_eval = self._eval_and_adapt(step)
-    self._check_finite()
-    self.ckpt.wait()
     final = {k: v for k, v in last_eval.items() if k != "step"}
+    final.update(tested)
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
                  wall_time_s=time.monotonic() - start_time, train_examples=self.ds.num_train,
                  params_sha256=checkpoint.fingerprint(self.state.params), **self.run_info())
@@ -362,7 +389,7 @@ class Run:
       self._best = (result["eval_top1"], step)
     if self.is_main:
       self.progress.note(
-          f"eval at step {step} (epoch {step / self.steps_per_epoch:.2f}): top-1 "
+          f"validation at step {step} (epoch {step / self.steps_per_epoch:.2f}): top-1 "
           f"{100 * result['eval_top1']:.2f}%, top-5 {100 * result['eval_top5']:.2f}%, loss "
           f"{result['eval_loss']:.4f}; best top-1 {100 * self._best[0]:.2f}% at step "
           f"{self._best[1]}")
@@ -371,9 +398,11 @@ class Run:
   @staticmethod
   def _describe(final: dict) -> str:
     parts = [f"step {final.get('step')}"]
-    if "eval_top1" in final:
-      parts += [f"eval top-1 {100 * final['eval_top1']:.2f}%",
-                f"top-5 {100 * final['eval_top5']:.2f}%", f"loss {final['eval_loss']:.4f}"]
+    for split, name in (("eval", "validation"), ("test", "test")):
+      if f"{split}_top1" in final:
+        parts += [f"{name} top-1 {100 * final[f'{split}_top1']:.2f}%",
+                  f"top-5 {100 * final[f'{split}_top5']:.2f}%",
+                  f"loss {final[f'{split}_loss']:.4f}"]
     return ", ".join(parts)
 
   def _print(self, text: str, error: bool = False) -> None:
@@ -396,14 +425,17 @@ def train(cfg, workdir: str, allow_config_change: bool = False,
 
 
 def evaluate(cfg, workdir: str, which: str = "latest") -> dict:
-  """Evaluates a saved checkpoint ('latest', 'best' or a step) on the eval split and writes
-  `eval_<step>.json`; the run's checkpoints, config.json and logs are only read."""
+  """Evaluates a saved checkpoint ('latest', 'best' or a step) on the eval (validation) and
+  test splits and writes `eval_<step>.json`; the run's checkpoints, config.json and logs are
+  only read."""
   run = Run(cfg, workdir, mode="eval")
   try:
     step = run.restore(which)
     if not step:
       raise _no_checkpoint(workdir)
     result = {"step": step, **run.evaluate()}
+    if run.ds.has_test:
+      result.update(run.evaluate("test"))
     if run.is_main:
       with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -21,10 +21,11 @@ from cnn_jax.errors import UserError
 
 CONFIG = "config.json"
 # Keys that may change between the sessions of one run (prefixes of dotted keys).
-MAY_CHANGE = ("train.steps", "train.epochs", "train.eval_every_", "train.log_every_steps",
+MAY_CHANGE = ("train.steps", "train.epochs", "train.flops", "train.eval_every_",
+              "train.log_every_steps",
               "train.eval_batch_size", "train.skip_nonfinite", "train.profile_steps",
               "checkpoint.", "mesh.", "model.lowering", "model.rewrites",
-              "data.data_dir", "data.manual_dir", "data.folder", "data.cache")
+              "data.data_dir", "data.manual_dir", "data.folder", "data.cache", "data.threads")
 
 
 LOCK = ".lock"

@@ -79,6 +79,6 @@ def test_profile_steps_write_a_trace_and_evaluations_print_a_line(tmp_path, caps
   assert glob.glob(f"{tmp_path}/profile/**/perfetto_trace.json.gz", recursive=True)
   err = capsys.readouterr().err
   assert "profile of steps 2 to 3 in" in err
-  evals = [ln for ln in err.splitlines() if ln.startswith("eval at step")]
-  assert [ln.split(" (")[0] for ln in evals] == ["eval at step 2", "eval at step 4"]
+  evals = [ln for ln in err.splitlines() if ln.startswith("validation at step")]
+  assert [ln.split(" (")[0] for ln in evals] == ["validation at step 2", "validation at step 4"]
   assert all("top-1" in ln and "top-5" in ln and "best top-1" in ln for ln in evals)

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from cnn_jax import data
-from cnn_jax.data import folder, preprocess
+from cnn_jax.data import folder, preprocess, splits
 from cnn_jax.errors import ConfigError, UserError
 
 
@@ -60,7 +60,8 @@ def digests(images):
 
 def test_defaults_suit_fashion_mnist():
   cfg = data.defaults()
-  assert cfg.name == "fashion_mnist" and cfg.train_split == "train" and cfg.eval_split == "test"
+  assert cfg.name == "fashion_mnist" and cfg.train_split == "train"
+  assert (cfg.eval_split, cfg.test_split, cfg.validation_fraction) == ("validation", "test", 0.1)
   p = cfg.preprocess
   assert p.rescale and not (p.pad or p.resize or p.scale_jitter or p.random_crop or p.flip
                             or p.pca_colour)
@@ -117,8 +118,8 @@ def test_resize_and_scale_jitter_exclusive():
 def test_fashion_mnist_prepares_offline_from_vendored_files(fm_prepared):
   d, ds = fm_prepared
   assert tfds.builder("fashion_mnist", data_dir=d).is_prepared()
-  assert (ds.num_train, ds.num_eval, ds.num_classes) == (60000, 10000, 10)
-  assert ds.steps_per_epoch == 468
+  assert (ds.num_train, ds.num_eval, ds.num_test, ds.num_classes) == (54000, 6000, 10000, 10)
+  assert ds.steps_per_epoch == 421 and ds.held_out[0] == 6000
   first = next(ds.train_batches(0))
   assert first["image"].shape == (128, 28, 28, 1) and first["image"].dtype == np.float32
   assert first["label"].shape == (128,) and first["label"].dtype == np.int32
@@ -127,7 +128,7 @@ def test_fashion_mnist_prepares_offline_from_vendored_files(fm_prepared):
 
 def test_split_slicing_changes_num_train(fm_dir):
   ds = data.build(fm(fm_dir, "train[:10%]", "test[:25%]"), (28, 28, 1), 100, 100)
-  assert (ds.num_train, ds.num_eval, ds.steps_per_epoch) == (6000, 2500, 60)
+  assert (ds.num_train, ds.num_eval, ds.steps_per_epoch) == (5400, 2500, 54)  # of 54,000
   ds = data.build(fm(fm_dir, "train[:40]+train[-8:]"), (28, 28, 1), 8, 8)
   assert ds.num_train == 48
 
@@ -264,7 +265,11 @@ def test_split_without_a_full_batch_is_refused(fm_dir):
 
 def test_unknown_split_is_refused(fm_dir):
   with pytest.raises(ConfigError, match="data.eval_split"):
-    data.build(fm(fm_dir, evals="validation"), (28, 28, 1), 8, 8)
+    data.build(fm(fm_dir, evals="val"), (28, 28, 1), 8, 8)
+  cfg = fm(fm_dir, evals="validation")
+  cfg.validation_fraction = 0.0
+  with pytest.raises(ConfigError, match="data.eval_split='validation'.*validation_fraction > 0"):
+    data.build(cfg, (28, 28, 1), 8, 8)
 
 
 # ---- preprocessing ops -----------------------------------------------------------------------
@@ -341,6 +346,7 @@ def test_imagenet2012_mock_alexnet_and_vgg_pipelines():
   with tfds.testing.mock_data(num_examples=12):
     alex = mock_cfg("imagenet2012", resize=40, random_crop=True, flip=True, mean="pixel",
                     pca_colour=0.1)
+    alex.validation_fraction, alex.eval_split = 0.0, "validation"  # ILSVRC's own
     ds = data.build(alex, (32, 32, 3), 4, 8)
     assert ds.num_classes == 1000 and not ds.batched
     assert ds.mean_mode == "channel"  # sizes vary: pixel falls back to per-channel
@@ -349,6 +355,7 @@ def test_imagenet2012_mock_alexnet_and_vgg_pipelines():
     np.testing.assert_array_equal(stack(batches), stack(epoch(data.build(alex, (32, 32, 3), 4, 8))))
     vgg = mock_cfg("imagenet2012", scale_jitter=(32, 48), random_crop=True, flip=True,
                    mean="channel")
+    vgg.validation_fraction, vgg.eval_split = 0.0, "validation"
     ds = data.build(vgg, (32, 32, 3), 4, 8)
     assert all(b["image"].shape == (4, 32, 32, 3) for b in epoch(ds))
     evals = list(ds.eval_batches())
@@ -414,8 +421,28 @@ def test_folder_dataset_classes_split_and_decoding(tmp_path):
   grey = data.build(folder_cfg(tmp_path), (16, 16, 1), 2, 4, seed=0)
   assert sorted(values(list(grey.eval_batches()))) == sorted(held_out)
   assert next(grey.train_batches(0))["image"].shape == (2, 16, 16, 1)
-  other = data.build(folder_cfg(tmp_path), (16, 16, 3), 2, 4, seed=1)
+  # the run seed does not move the split, data.split_seed does; no test_folder: no test split
+  cfg = folder_cfg(tmp_path)
+  same = data.build(cfg, (16, 16, 3), 2, 4, seed=1)
+  assert sorted(values(list(same.eval_batches()))) == sorted(held_out) and not same.has_test
+  cfg.split_seed = 1
+  other = data.build(cfg, (16, 16, 3), 2, 4, seed=0)
   assert sorted(values(list(other.eval_batches()))) != sorted(held_out)
+  assert other.held_out[0] == 6 and other.held_out[1] != same.held_out[1]
+
+
+def test_folder_test_folder_is_its_test_split(tmp_path):
+  make_folder(tmp_path / "train")
+  make_folder(tmp_path / "test")
+  cfg = folder_cfg(tmp_path / "train")
+  cfg.test_folder = str(tmp_path / "test")
+  ds = data.build(cfg, (16, 16, 3), 2, 4)
+  assert ds.has_test and (ds.num_train, ds.num_eval, ds.num_test) == (18, 6, 24)
+  tested = list(ds.eval_batches("test"))
+  assert sorted(values(tested)) == [10 * i + 5 for i in range(24)]
+  (tmp_path / "test" / sorted(FOLDER)[0]).rename(tmp_path / "test" / "other")
+  with pytest.raises(UserError, match="data.test_folder=.*same class sub-folders"):
+    data.build(cfg, (16, 16, 3), 2, 4)
 
 
 def test_folder_split_slicing_and_shards(tmp_path):
@@ -502,3 +529,44 @@ def test_mnist_beside_fashion_mnist_gets_its_own_files(fm_prepared):
   ds = data.build(cfg, (28, 28, 1), global_batch=500, eval_batch=500)
   images = np.concatenate([b["image"] for _, b in zip(range(4), ds.train_batches(0))])
   assert abs(float(images.mean()) - 0.1307) < 0.01
+
+
+# ---- the validation split held out of 'train' ------------------------------------------------
+
+def test_validation_is_held_out_of_train_by_the_split_seed_alone(fm_dir):
+  raw = tfds.as_numpy(tfds.builder("fashion_mnist", data_dir=fm_dir).as_dataset(
+      split="train", batch_size=-1, shuffle_files=False))["image"]
+  held = splits.holdout(len(raw), 0.1, seed=0)
+  kept = np.setdiff1d(np.arange(len(raw)), held)
+  cfg = fm(fm_dir, "train", "validation")
+  cfg.preprocess.rescale = False
+  ds = data.build(cfg, (28, 28, 1), 500, 500, seed=3)
+  assert (ds.num_train, ds.num_eval) == (54000, 6000) and len(set(held) & set(kept)) == 0
+  val = np.concatenate([b["image"][b["mask"] > 0] for b in ds.eval_batches()])
+  np.testing.assert_array_equal(val, raw[held].astype(np.float32))
+  # the training examples are the rest: one epoch's shuffled images are a permutation of them
+  train = stack(epoch(ds))
+  assert sorted(digests(train.astype(np.uint8))) == sorted(
+      digests(raw[kept][:len(train)])) or len(train) < len(kept)
+  assert set(digests(train.astype(np.uint8))) <= set(digests(raw[kept]))
+  # another run seed holds out the same images; another split seed others
+  assert data.build(cfg, (28, 28, 1), 500, 500, seed=5).held_out == ds.held_out
+  cfg.split_seed = 1
+  other = data.build(cfg, (28, 28, 1), 500, 500, seed=3).held_out
+  assert other[0] == 6000 and other[1] != ds.held_out[1]
+
+
+def test_process_shares_of_the_held_out_splits_partition_them(fm_dir):
+  cfg = fm(fm_dir, "train[:10%]", "validation[:300]")
+  cfg.preprocess.rescale = False
+  whole = data.build(cfg, (28, 28, 1), 60, 60)
+  parts = [data.build(cfg, (28, 28, 1), 60, 60, process_index=i, process_count=3)
+           for i in range(3)]
+  assert all((p.num_train, p.num_eval) == (5400, 300) for p in parts)
+  val = lambda d: np.concatenate([b["image"][b["mask"] > 0] for b in d.eval_batches()])
+  np.testing.assert_array_equal(np.concatenate([val(p) for p in parts]), val(whole))
+  train = [set(digests(stack(epoch(p)).astype(np.uint8))) for p in parts]
+  assert not (train[0] & train[1] or train[1] & train[2])
+  # the slice is of the held-in part: nested fractions, one validation set
+  assert data.build(fm(fm_dir, "train[:5%]", "validation"), (28, 28, 1), 60, 60).held_out \
+      == data.build(fm(fm_dir, "train", "validation"), (28, 28, 1), 60, 60).held_out

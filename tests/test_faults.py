@@ -155,7 +155,7 @@ MISTAKES = [
     ("input too small", ["summary", "--config=configs/alexnet.py",
                          "--config.model.input_shape=(40, 40, 3)"], ["at least 67x67"]),
     ("folder without held-out share", ["train", "--config.data.validation_fraction=0.0"],
-     ["data.validation_fraction", "held-out"]),
+     ["data.eval_split='validation'", "validation_fraction > 0"]),
     ("held-out share above one", ["train", "--config.data.validation_fraction=1.5"],
      ["data.validation_fraction"]),
     ("folder images too small", ["train", "--config.data.folder={f}/tiny_images"],

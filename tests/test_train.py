@@ -100,9 +100,9 @@ def test_eval_command_restores_latest_and_best(mock_fashion_mnist, tmp_path):
     train.evaluate(cfg, str(tmp_path / "empty"), "latest")
 
 
-def write_images(root, n_per_class=48):
+def write_images(root, n_per_class=48, seed=0):
   """Two classes a CNN separates easily: dark and bright noise."""
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   for label, (lo, hi) in enumerate([(0, 90), (160, 255)]):
     os.makedirs(root / f"class{label}", exist_ok=True)
     for i in range(n_per_class):
@@ -122,6 +122,45 @@ def test_loss_falls_and_accuracy_rises_on_learnable_data(tmp_path):
   losses = [r["loss"] for r in records(tmp_path / "run") if "loss" in r]
   assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
   assert final["eval_top1"] >= 0.9
+
+
+def test_test_split_is_evaluated_once_on_the_best_checkpoint_by_validation(tmp_path):
+  write_images(tmp_path / "images")
+  write_images(tmp_path / "test", n_per_class=10, seed=1)
+  cfg = load_config("simple_cnn.py", "base")
+  cfg.data.update(name="folder", folder=str(tmp_path / "images"), validation_fraction=0.25,
+                  test_folder=str(tmp_path / "test"))
+  cfg.model.num_classes = 2
+  cfg.checkpoint.keep = 1  # the best is kept beside the newest
+  cfg.optim.lr = 0.003
+  cfg = tiny(cfg, steps=8)
+  final = train.train(cfg, str(tmp_path / "run"))
+  logged = [r for r in records(tmp_path / "run") if "eval_top1" in r and not r.get("final")]
+  assert not any("test_top1" in r for r in logged)  # evaluated once, at the end
+  best = max(r["eval_top1"] for r in logged)
+  assert final["best_eval_top1"] == best and final["test_split"] == "test"
+  assert final["test_step"] in [r["step"] for r in logged if r["eval_top1"] == best]
+  assert final["validation_examples"] == 24 and len(final["validation_sha256"]) == 64
+  run = train.Run(cfg, str(tmp_path / "run"), mode="eval")
+  try:
+    tested = run.evaluate("test", run.restore_state(final["test_step"]))
+  finally:
+    run.close()
+  assert tested == {k: final[k] for k in ("test_loss", "test_top1", "test_top5")}
+  assert final["test_top1"] >= 0.9
+
+
+def test_flops_budget_sets_the_length(mock_fashion_mnist, tmp_path):
+  cfg = tiny(load_config("simple_cnn.py", "base"), steps=0)
+  run = train.Run(cfg, str(tmp_path / "a"))
+  macs = run.summary.macs
+  run.close()
+  cfg.train.flops = 3.0 * macs * 16 * 5  # five steps of 16 images
+  run = train.Run(cfg, str(tmp_path / "b"))
+  try:
+    assert run.total_steps == 5
+  finally:
+    run.close()
 
 
 def test_training_config_errors(mock_fashion_mnist, tmp_path):

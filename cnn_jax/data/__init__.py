@@ -6,7 +6,8 @@ Secs. 2.1, 3.1 and 3.2).
   data.validate(cfg, image_shape=(H, W, C))
   ds = data.build(cfg, (H, W, C), global_batch, eval_batch, seed, process_index, process_count)
   for batch in ds.train_batches(epoch, start_step): ...
-  for batch in ds.eval_batches(): ...          # with a padding mask
+  for batch in ds.eval_batches(): ...          # validation, with a padding mask
+  for batch in ds.eval_batches("test"): ...    # the test split, once at the end
 
 TensorFlow is imported by `build`, not by importing this package.
 """
@@ -25,7 +26,7 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
           process_index: int = 0, process_count: int = 1):
   """The pipeline of `cfg` for a model taking `image_shape`: a pipeline.Dataset with
   num_train, num_eval, num_classes, steps_per_epoch, eval_steps (the same on every process),
-  stats, train_batches(epoch, start_step) and eval_batches(). See pipeline.py."""
+  stats, train_batches(epoch, start_step) and eval_batches(split). See pipeline.py."""
   from cnn_jax.data import pipeline
   return pipeline.build(cfg, image_shape, global_batch, eval_batch, seed, process_index,
                         process_count)

@@ -26,11 +26,16 @@ def defaults() -> ml_collections.ConfigDict:
       "data_dir": "",               # '' = TFDS's default (~/tensorflow_datasets)
       "manual_dir": "",             # a folder of the dataset's original files, prepared offline
       "folder": "",                 # name='folder': root with one sub-folder per class
-      "validation_fraction": 0.1,   # name='folder': the held-out share, used as the eval split
+      "test_folder": "",            # name='folder': a root with the same classes, its 'test'
+      "validation_fraction": 0.1,   # share of 'train' held out as 'validation' (splits.py);
+                                    # 0 = none, or the dataset's own (ILSVRC-2012)
+      "split_seed": 0,              # which examples are held out (the same for every run seed)
       "bad_images": "error",        # name='folder': unreadable images stop the run ('error')
                                     # or are left out and counted ('skip'); checked at start
       "train_split": "train",       # TFDS split strings; slicing allowed: 'train[:10%]'
-      "eval_split": "test",
+      "eval_split": "validation",   # evaluated during training: checkpoint, plateau selection
+      "test_split": "test",         # evaluated once at the end, on the best checkpoint by
+                                    # checkpoint.best_metric; '' = none
       "shuffle_buffer": 0,          # 0 = the whole split
       "cache": True,                # keep decoded, un-augmented examples in memory
       "seed": -1,                   # data order, augmentation draws and a folder's held-out
@@ -56,9 +61,12 @@ def defaults() -> ml_collections.ConfigDict:
 RULES = {
     "name": schema.Str(nonempty=True, hint="a TFDS dataset name or 'folder'"),
     "data_dir": schema.Str(), "manual_dir": schema.Str(), "folder": schema.Str(),
+    "test_folder": schema.Str(),
     "train_split": schema.Str(nonempty=True, hint="e.g. 'train'"),
-    "eval_split": schema.Str(nonempty=True, hint="e.g. 'test'"),
-    "validation_fraction": schema.fraction("e.g. 0.1"),
+    "eval_split": schema.Str(nonempty=True, hint="e.g. 'validation'"),
+    "test_split": schema.Str(hint="e.g. 'test', or '' for none"),
+    "validation_fraction": schema.fraction("e.g. 0.1; 0 = none"),
+    "split_seed": schema.at_least(0, "e.g. 0", integer=True),
     "bad_images": schema.Choice(BAD_IMAGES),
     "shuffle_buffer": schema.at_least(0, "0 = the whole split", integer=True),
     "cache": schema.Bool(),
@@ -94,9 +102,9 @@ def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.Conf
   if cfg.name == "folder" and not cfg.folder:
     raise ConfigError("data.folder='' is empty; with data.name='folder' set it to a root "
                       "with one sub-folder per class")
-  if cfg.name == "folder" and not cfg.validation_fraction > 0:
-    raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: a folder "
-                      "dataset needs a held-out share to evaluate on; use e.g. 0.1")
+  if cfg.test_folder and cfg.name != "folder":
+    raise ConfigError(f"data.test_folder={cfg.test_folder!r} is for data.name='folder'; "
+                      f"{cfg.name} has its own test split: set data.test_folder=''")
   p = cfg.preprocess
   side = max(h, w)
   if p.resize and p.resize < side:

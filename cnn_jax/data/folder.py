@@ -1,12 +1,15 @@
 """Image folders: `data.folder` holds one sub-folder per class (as Keras's
 flow_from_directory), classes numbered in sorted name order, images found recursively.
 
-The held-out split is stratified and fixed by the run's seed: round(validation_fraction x N)
-images, spread over the classes in proportion to their sizes (largest remainder), each class's
-chosen by a permutation seeded by (seed, class index). The splits are named 'train' (held in)
-and 'test' (held out; 'validation' is the same), and take TFDS slicing: 'train[:10%]'.
-Training files are put in a seeded random order, so shares and statistics samples mix the
-classes; each process reads an even contiguous part, as tfds.split_for_jax_process.
+The validation split is held out, stratified, and fixed by `data.split_seed` (not the run's
+seed: every run of a study holds out the same images): round(validation_fraction x N) images,
+spread over the classes in proportion to their sizes (largest remainder), each class's chosen
+by a permutation seeded by (split_seed, class index). The splits are named 'train' (held in),
+'validation' (held out) and, when `data.test_folder` names a second root with the same class
+sub-folders, 'test' (all of its images; without one, a folder has no test split and the
+run reports validation only); they take TFDS slicing: 'train[:10%]'. Training files
+are put in a seeded random order, so shares and statistics samples mix the classes; each
+process reads an even contiguous part, as tfds.split_for_jax_process.
 Every image is decoded once at the start; unreadable ones stop the run or are left out
 (`data.bad_images`), before the split, so every process agrees on it.
 """
@@ -21,13 +24,12 @@ import tensorflow as tf
 from absl import logging
 import tensorflow_datasets as tfds
 
-from cnn_jax.data import preprocess
+from cnn_jax.data import preprocess, splits
 from cnn_jax.data.preprocess import plain
 from cnn_jax.data.source import Source
 from cnn_jax.errors import ConfigError, UserError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-HELD_OUT = ("test", "validation")
 
 
 def list_classes(root: str):
@@ -103,21 +105,15 @@ def split(files, fraction: float, seed: int):
   return [train[i] for i in order], held
 
 
-def _slice(spec: str, key: str, splits: dict):
-  """The examples of a TFDS split string over `splits` ({name: list})."""
-  infos = {k: types.SimpleNamespace(num_examples=len(v), shard_lengths=[len(v)])
-           for k, v in splits.items()}
-  try:
-    parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
-  except (ValueError, AssertionError) as e:
-    raise ConfigError(f"data.{key}={spec!r} is not a split of a folder dataset "
-                      f"({' '.join(str(e).split())[:120]}); use 'train' or 'test', with "
-                      "optional slicing like 'train[:10%]'") from None
-  return [x for p in parts for x in splits[p.splitname][p.from_:p.to]]
+def _slice(spec: str, key: str, named: dict):
+  """The examples of a TFDS split string over `named` ({name: list})."""
+  parts = splits.select(spec, key, {k: len(v) for k, v in named.items()}, "a folder dataset")
+  return [x for name, a, b in parts for x in named[name][a:b]]
 
 
 def _share(items, index: int, count: int):
-  return np.array_split(np.arange(len(items)), count)[index]
+  lo, hi = splits.share_range(len(items), index, count)
+  return items[lo:hi]
 
 
 def _dataset(items, channels: int):
@@ -134,18 +130,39 @@ def _dataset(items, channels: int):
   return ds.map(plain(decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def load(cfg, channels: int, seed: int, process_index: int, process_count: int) -> Source:
+def _test_files(cfg, classes):
+  """The images of data.test_folder, which must hold the same class sub-folders."""
+  names, files = list_classes(cfg.test_folder)
+  if names != classes:
+    raise UserError(f"data.test_folder={cfg.test_folder!r} has the classes {', '.join(names)}, "
+                    f"data.folder {', '.join(classes)}; give both the same class sub-folders")
+  files, _ = readable(cfg.test_folder, files, cfg.bad_images)
+  return [(p, label) for label, found in enumerate(files) for p in found]
+
+
+def load(cfg, channels: int, process_index: int, process_count: int) -> Source:
   classes, files = list_classes(cfg.folder)
   files, smallest = readable(cfg.folder, files, cfg.bad_images)
-  train, held = split(files, cfg.validation_fraction, seed)
-  splits = {"train": train, **{name: held for name in HELD_OUT}}
-  train = _slice(cfg.train_split, "train_split", splits)
-  evals = _slice(cfg.eval_split, "eval_split", splits)
-  mine = [train[i] for i in _share(train, process_index, process_count)]
-  first = [train[i] for i in _share(train, 0, process_count)]
-  mine_eval = [evals[i] for i in _share(evals, process_index, process_count)]
+  train, held = split(files, cfg.validation_fraction, cfg.split_seed)
+  named = {"train": train}
+  if held:
+    named["validation"] = held
+  if cfg.test_folder:
+    named["test"] = _test_files(cfg, classes)
+  train, evals = _slice(cfg.train_split, "train_split", named), _slice(cfg.eval_split,
+                                                                      "eval_split", named)
+  # a folder has a test split only where data.test_folder names one
+  tested = bool(cfg.test_split) and (bool(cfg.test_folder) or cfg.test_split != "test")
+  test = _slice(cfg.test_split, "test_split", named) if tested else []
+  mine = _share(train, process_index, process_count)
+  mine_eval, mine_test = (_share(x, process_index, process_count) for x in (evals, test))
+  root = os.path.abspath(cfg.folder)
   return Source(train=_dataset(mine, channels), eval=_dataset(mine_eval, channels),
-                stats=_dataset(first, channels), num_classes=len(classes),
-                num_train=len(train), num_eval=len(evals), local_train=len(mine),
-                local_eval=len(mine_eval), image_shape=(None, None, channels),
-                smallest=smallest)
+                stats=_dataset(_share(train, 0, process_count), channels),
+                test=_dataset(mine_test, channels) if tested else None,
+                num_classes=len(classes), num_train=len(train), num_eval=len(evals),
+                num_test=len(test), local_train=len(mine), local_eval=len(mine_eval),
+                local_test=len(mine_test), image_shape=(None, None, channels),
+                smallest=smallest,
+                held_out=(len(held), splits.fingerprint(os.path.relpath(p, root)
+                                                        for p, _ in held)) if held else None)

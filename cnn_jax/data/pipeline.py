@@ -56,13 +56,18 @@ class Dataset:
                process_count, shuffle_buffer, cache, batched, threads=0):
     self.num_train = source.num_train
     self.num_eval = source.num_eval
+    self.num_test = source.num_test
+    self.has_test = source.test is not None
+    self.held_out = source.held_out  # (count, sha256) of the validation split held out
     self.num_classes = source.num_classes
     self.steps_per_epoch = source.num_train // global_batch
     self.local_batch = global_batch // process_count
     self.eval_local_batch = eval_batch // process_count
     # every process yields the same number of eval batches: the largest share's, padded
-    largest = max(source.local_eval, math.ceil(source.num_eval / process_count))
-    self.eval_steps = math.ceil(largest / self.eval_local_batch)
+    self.eval_steps, self.test_steps = (
+        math.ceil(max(local, math.ceil(total / process_count)) / self.eval_local_batch)
+        for local, total in ((source.local_eval, source.num_eval),
+                             (source.local_test, source.num_test)))
     self.stats = prep.stats
     self.mean_mode = prep.mean_mode
     self.image_shape = (prep.h, prep.w, prep.c)
@@ -74,8 +79,11 @@ class Dataset:
     self._key = tf.constant(preprocess.stream_key(seed, process_index))
     self._buffer = shuffle_buffer or max(source.local_train, 1)
     self._train = source.train.cache() if cache else source.train
-    self._eval = source.eval.cache() if cache else source.eval
-    self._warm = {"train": not cache, "eval": not cache}
+    self._eval = {"eval": source.eval.cache() if cache else source.eval}
+    self._local = {"eval": source.local_eval, "test": source.local_test}
+    if self.has_test:  # read once, at the end: not kept
+      self._eval["test"] = source.test
+    self._warm = {"train": not cache, "eval": not cache, "test": True}
     self._threads = threads
 
   def _warmed(self, name, ds):
@@ -116,12 +124,16 @@ class Dataset:
     ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(self._threads))
     return ds.as_numpy_iterator()
 
-  def eval_batches(self):
-    """All of this process's eval share in `eval_steps` batches of eval_batch // process_count,
-    the last zero-padded: dicts of image, label and mask float32 (1 real, 0 padding)."""
+  def eval_batches(self, split: str = "eval"):
+    """All of this process's share of the eval (or 'test') split in `eval_steps` (or
+    `test_steps`) batches of eval_batch // process_count, the last zero-padded: dicts of
+    image, label and mask float32 (1 real, 0 padding)."""
+    if split not in self._eval:
+      raise ValueError(f"no {split} split in this pipeline")
     prep, lb = self._prep, self.eval_local_batch
-    pad = self.eval_steps * lb - self._source.local_eval
-    ds = self._warmed("eval", self._eval)
+    steps = self.eval_steps if split == "eval" else self.test_steps
+    pad = steps * lb - self._local[split]
+    ds = self._warmed(split, self._eval[split])
     if self.batched:  # pad with blank raw images, preprocess, then zero them
       def evaluate(images, labels, mask):
         x = tf.where(mask[:, None, None, None] > 0, prep(images), 0.0)
@@ -174,7 +186,7 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
   _hide_gpus()
   h, w, c = image_shape
   if cfg.name == "folder":
-    source = folder.load(cfg, c, seed, process_index, process_count)
+    source = folder.load(cfg, c, process_index, process_count)
   else:
     source = tfds_source.load(cfg, c, process_index, process_count)
   if source.num_train < global_batch:

@@ -11,11 +11,14 @@ import tensorflow as tf
 class Source:
   """Decoded examples as (image uint8 (h, w, C), label int32) datasets, in a fixed order.
 
-  train, eval: this process's shares of the train and eval splits (disjoint across processes).
+  train, eval, test: this process's shares of the train, eval (validation: what runs are
+    selected on) and test splits, disjoint across processes; test is None without a test split.
   stats: process 0's share of the train split, read by every process for the statistics.
-  num_train, num_eval: global counts; local_train, local_eval: this process's.
+  num_train, num_eval, num_test: global counts; local_train, local_eval, local_test: this
+    process's.
   image_shape: (h, w, C) of the decoded images, None where sizes vary.
   smallest: where sizes vary, (h, w, path) of the image with the shortest side, if known.
+  held_out: (count, sha256) of the validation split held out of the training data, or None.
   """
 
   train: tf.data.Dataset
@@ -28,3 +31,7 @@ class Source:
   local_eval: int
   image_shape: tuple
   smallest: tuple | None = None
+  test: tf.data.Dataset | None = None
+  num_test: int = 0
+  local_test: int = 0
+  held_out: tuple | None = None

@@ -1,20 +1,25 @@
 """TFDS datasets: prepare offline from `data.manual_dir` when needed, read this process's share.
 
-Each process reads only its share of a split (`tfds.split_for_jax_process`: contiguous, even
-parts; the first `n % process_count` processes hold one example more). Files are read in
-order (shuffle_files=False), so a share's order is fixed; shuffling happens per epoch later.
+The split names are the dataset's own, with 'validation' held out of 'train' where
+`data.validation_fraction` > 0 (`splits.py`). Each process reads only its share of a split:
+an even contiguous part of its examples in order (the first `n % process_count` processes
+hold one more, as `tfds.split_for_jax_process`), read as one index range of the dataset's
+split and, where held-out examples fall inside it, filtered by index. Files are read in order
+(shuffle_files=False), so a share's order is fixed; shuffling happens per epoch later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from cnn_jax.data import VENDORED_FASHION_MNIST, preprocess
+from cnn_jax.data import VENDORED_FASHION_MNIST, preprocess, splits
 from cnn_jax.data.preprocess import plain
 from cnn_jax.data.source import Source
 from cnn_jax.errors import ConfigError, UserError
@@ -106,7 +111,7 @@ def _keys(builder, cfg):
 
 
 def _read(builder, split, cfg, key, image_key, label_key, channels):
-  """The examples of `split` (cfg[key], or a process's share of it)."""
+  """The examples of the TFDS split string `split` (part of data.<key>)."""
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             read_config=tfds.ReadConfig(try_autocache=False))
@@ -122,30 +127,100 @@ def _read(builder, split, cfg, key, image_key, label_key, channels):
   return ds.map(plain(select))
 
 
-def _count(builder, ds, split) -> int:
-  n = int(ds.cardinality())
-  return n if n >= 0 else builder.info.splits[split].num_examples
+class _Splits:
+  """The dataset's splits by name, each as (dataset split, the indices of its examples)."""
+
+  def __init__(self, builder, cfg):
+    sizes = ({name: info.num_examples for name, info in builder.info.splits.items()}
+             or _probe(builder, cfg))
+    self.indices = {name: (name, np.arange(n)) for name, n in sizes.items()}
+    self.held_out = None
+    if cfg.validation_fraction > 0:
+      if "validation" in sizes:
+        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
+                          "has its own validation split; set data.validation_fraction=0 to use "
+                          "it")
+      if "train" not in sizes:
+        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
+                          "has no 'train' split to hold a validation split out of; set it to 0")
+      held = splits.holdout(sizes["train"], cfg.validation_fraction, cfg.split_seed)
+      kept = np.setdiff1d(np.arange(sizes["train"]), held, assume_unique=True)
+      self.indices.update(train=("train", kept), validation=("train", held))
+      self.held_out = held
+    self.sizes = {name: len(ix) for name, (_, ix) in self.indices.items()}
+
+  def part(self, spec: str, key: str, dataset: str, index: int, count: int):
+    """[(dataset split, sorted indices)] of process `index`'s share of `spec`, and the
+    number of examples in the whole of `spec`."""
+    pieces = [(self.indices[name][0], self.indices[name][1][a:b])
+              for name, a, b in splits.select(spec, key, self.sizes, dataset)]
+    total = sum(len(ix) for _, ix in pieces)
+    lo, hi = splits.share_range(total, index, count)
+    out, start = [], 0
+    for split, ix in pieces:
+      mine = ix[max(lo - start, 0):max(hi - start, 0)]
+      start += len(ix)
+      if len(mine):
+        out.append((split, mine))
+    return out, total
+
+
+def _probe(builder, cfg) -> dict:
+  """Split sizes counted by reading, where the builder records none (TFDS's mock data): the
+  names the config's split strings use, and 'train' (not 'validation' where it is held out)."""
+  names = {"train"} | {m for key in ("train_split", "eval_split", "test_split")
+                       for m in re.findall(r"[A-Za-z_]\w*", cfg[key])}
+  if cfg.validation_fraction > 0:
+    names.discard("validation")
+  sizes = {}
+  for name in sorted(names):
+    try:
+      sizes[name] = int(builder.as_dataset(split=name).cardinality())
+    except (ValueError, KeyError, AssertionError):
+      continue
+  return {name: n for name, n in sizes.items() if n >= 0}
+
+
+def _filtered(ds, offset: int, indices: np.ndarray):
+  """The examples of `ds` (those from `offset` on) whose index is in `indices` (sorted)."""
+  keep = np.zeros(int(indices[-1]) - offset + 1, bool)
+  keep[indices - offset] = True
+  if keep.all():
+    return ds
+  keep = tf.constant(keep)
+  return ds.enumerate().filter(plain(lambda i, _: tf.gather(keep, i))).map(
+      plain(lambda _, ex: ex))
 
 
 def load(cfg, channels: int, process_index: int, process_count: int) -> Source:
   builder = _builder(cfg)
   image_key, label_key = _keys(builder, cfg)
   _prepare(builder, cfg)
+  named = _Splits(builder, cfg)
 
-  def read(key, split, index):
-    shard = tfds.split_for_jax_process(split, process_index=index, process_count=process_count)
-    ds = _read(builder, shard, cfg, key, image_key, label_key, channels)
-    return ds, _count(builder, ds, shard)
+  def read(key, index):
+    """This process's share of data.<key>: (dataset, local count, whole count)."""
+    parts, total = named.part(cfg[key], key, cfg.name, index, process_count)
+    ds, local = None, 0
+    for split, ix in parts:
+      lo, hi = int(ix[0]), int(ix[-1]) + 1
+      d = _read(builder, f"{split}[{lo}:{hi}]", cfg, key, image_key, label_key, channels)
+      d = _filtered(d.take(hi - lo), lo, ix)  # take: mock data ignores the slice
+      ds, local = (d if ds is None else ds.concatenate(d)), local + len(ix)
+    if ds is None:  # an empty share: no examples, the same structure
+      first = next(iter(builder.info.splits))
+      ds = _read(builder, f"{first}[:1]", cfg, key, image_key, label_key, channels).take(0)
+    return ds, local, total
 
-  train, local_train = read("train_split", cfg.train_split, process_index)
-  evals, local_eval = read("eval_split", cfg.eval_split, process_index)
-  stats = train if process_index == 0 else read("train_split", cfg.train_split, 0)[0]
-  whole = {}
-  for key in ("train_split", "eval_split"):
-    ds = _read(builder, cfg[key], cfg, key, image_key, label_key, channels)
-    whole[key] = _count(builder, ds, cfg[key])
+  train, local_train, num_train = read("train_split", process_index)
+  evals, local_eval, num_eval = read("eval_split", process_index)
+  test = read("test_split", process_index) if cfg.test_split else (None, 0, 0)
+  stats = train if process_index == 0 else read("train_split", 0)[0]
   h, w = builder.info.features[image_key].shape[:2]
-  return Source(train=train, eval=evals, stats=stats,
+  held = named.held_out
+  return Source(train=train, eval=evals, stats=stats, test=test[0],
                 num_classes=builder.info.features[label_key].num_classes,
-                num_train=whole["train_split"], num_eval=whole["eval_split"],
-                local_train=local_train, local_eval=local_eval, image_shape=(h, w, channels))
+                num_train=num_train, num_eval=num_eval, num_test=test[2],
+                local_train=local_train, local_eval=local_eval, local_test=test[1],
+                image_shape=(h, w, channels),
+                held_out=None if held is None else (len(held), splits.fingerprint(held)))
