@@ -10,6 +10,10 @@ Importing cnn_jax changes nothing in the process. `run.py` (and each benchmark s
    out. Measured by `benchmarks/lowering_ab.py --rewrite=huge_pages`.
 2. XLA's CPU options (`xla_options`): appended to XLA_FLAGS unless named there already;
    CNN_JAX_XLA_DEFAULTS=0 opts out. GPU and TPU backends ignore them.
+3. JAX's persistent compilation cache: compiled steps are kept in
+   `$XDG_CACHE_HOME/cnn_jax/jax` (default `~/.cache/cnn_jax/jax`), so a resumed run, the next
+   run of a study or the next session does not compile the same step again. Set
+   JAX_COMPILATION_CACHE_DIR to move it, or to '' to turn it off.
 """
 
 from __future__ import annotations
@@ -25,3 +29,13 @@ def configure(environ: MutableMapping[str, str] = os.environ, reexec: bool = Tru
   if reexec:
     huge_pages.reexec()  # first: it replaces the process, which then comes back here
   xla_options.apply(environ)
+  compilation_cache(environ)
+
+
+def compilation_cache(environ: MutableMapping[str, str] = os.environ) -> str:
+  """Sets JAX_COMPILATION_CACHE_DIR to the default cache unless it is set (to '' for none);
+  returns the directory in use ('' for none)."""
+  if "JAX_COMPILATION_CACHE_DIR" not in environ:
+    root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(root, "cnn_jax", "jax")
+  return environ["JAX_COMPILATION_CACHE_DIR"]

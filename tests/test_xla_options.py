@@ -61,3 +61,21 @@ def test_importing_cnn_jax_changes_no_environment_variable():
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        check=True, env={**os.environ, "XLA_FLAGS": ""})
   assert out.stdout.strip().splitlines()[-1] == "{}"
+
+
+def test_the_compilation_cache_is_persistent_by_default_and_movable(tmp_path):
+  from cnn_jax import startup
+  env = {"XDG_CACHE_HOME": str(tmp_path)}
+  assert startup.compilation_cache(env) == str(tmp_path / "cnn_jax" / "jax")
+  env = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}
+  assert startup.compilation_cache(env) == "/elsewhere"
+  # a process started by cnn_jax writes its compiled programs there
+  code = ("from cnn_jax import startup; startup.configure(reexec=False)\n"
+          "import jax, jax.numpy as jnp\n"
+          "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()")
+  environ = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  environ.update(XLA_FLAGS="", XDG_CACHE_HOME=str(tmp_path),
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, check=True,
+                 capture_output=True)
+  assert os.listdir(tmp_path / "cnn_jax" / "jax")
