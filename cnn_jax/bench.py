@@ -76,11 +76,11 @@ def synthetic_batches(cfg, batch_sharding, batch_size: int, count: int = BATCHES
 
 def train_step(cfg, seconds: float = 5.0, min_steps: int = 5) -> dict:
   """Compile time and steady-state images/s of the config's train step on synthetic data."""
-  from cnn_jax import train as trainer
+  from cnn_jax.steps import build_steps
   mesh = parallel.make_mesh(cfg.mesh)
   batch_size = cfg.train.batch_size
   with jax.set_mesh(mesh):
-    b = trainer.build_steps(cfg, mesh, cfg.model.num_classes, steps_per_epoch=1000,
+    b = build_steps(cfg, mesh, cfg.model.num_classes, steps_per_epoch=1000,
                             total_steps=1_000_000)
     batches = synthetic_batches(cfg, b.batch_sharding, batch_size)
     start = time.perf_counter()
