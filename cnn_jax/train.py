@@ -148,7 +148,7 @@ class Run:
     validation (the best by checkpoint.best_metric; the final state without one), with the
     split, its step and the validation split held out."""
     self.ckpt.wait()
-    best = self.ckpt.best_step() or step
+    best = self._best_checkpoint(step)
     state = self.state if best == step else self.restore_state(best)
     out = {"eval_split": self.cfg.data.eval_split, "best_eval_top1": self._best[0],
            "best_step": self._best[1]}
@@ -162,6 +162,17 @@ class Run:
                 f"{100 * result['test_top1']:.2f}%, top-5 {100 * result['test_top5']:.2f}%, "
                 f"loss {result['test_loss']:.4f}")
     return {**out, **result, "test_step": best, "test_split": self.cfg.data.test_split}
+
+  def _best_checkpoint(self, step: int) -> int:
+    """The saved step with the best checkpoint.best_metric among the evaluations logged (the
+    earliest of ties), which checkpoint.best_metric's policy keeps; `step` without one."""
+    metric = self.cfg.checkpoint.best_metric
+    saved = set(self.ckpt.all_steps())
+    logged = [r for r in runlog.evaluations(self.workdir) if r["step"] in saved
+              and metric in r] if metric and self.is_main else []
+    sign = -1 if metric.endswith("loss") else 1
+    best = max(logged, key=lambda r: (sign * r[metric], -r["step"]))["step"] if logged else step
+    return int(multihost_utils.broadcast_one_to_all(np.int32(best)))
 
   def restore_state(self, step: int):
     """The state of the checkpoint at `step` (the run's own state is left as it is)."""
