@@ -40,6 +40,8 @@ def model_config(name: str, variant: str, **overrides) -> ml_collections.ConfigD
       "dtype": "float32",       # compute dtype; parameters stay float32
       "init_from": "",          # a run (work directory or checkpoint) to copy layers from
       "init_from_layers": "vgg_a",  # which: a preset (transfer.PRESETS) or a path regex
+      "init_from_rules": (),    # or 'src_regex=>dst' rules over the source's paths
+      "init_from_shapes": "error",  # error | skip: a parameter whose shape does not fit
       "lowering": "auto",       # auto | xla | cpu: how the layers are executed
                                 # (models/plan.py); auto = cpu on the CPU backend
       "rewrites": "all",        # all | none | comma-separated names of the cpu route's
@@ -98,6 +100,7 @@ def model_rules() -> dict:
       "dtype": schema.Choice(DTYPES),
       "init_from": schema.Str(),
       "init_from_layers": schema.Str(nonempty=True, hint="e.g. vgg_a or 'conv1_1/'"),
+      "init_from_shapes": schema.Choice(transfer.SHAPE_POLICIES),
   }
 
 
@@ -144,14 +147,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     except ValueError:
       raise ConfigError(f"model.init={m.init!r} is not an initialiser; use paper, he, glorot, "
                         "lecun, lecun98, zeros, normal:<std> or constant:<value>") from None
-  try:
-    re.compile(transfer.pattern(m.init_from_layers))
-  except re.error as e:
-    raise ConfigError(f"model.init_from_layers={m.init_from_layers!r} is neither a preset "
-                      f"({', '.join(transfer.PRESETS)}) nor a regular expression ({e})") from None
-  if m.init_from and not os.path.isdir(m.init_from):
-    raise ConfigError(f"model.init_from={m.init_from!r} is not a directory; name a work "
-                      "directory, its checkpoints/ folder or one step's folder")
+  transfer.validate(m)  # init_from, init_from_layers, init_from_rules, init_from_shapes
   if "train" in cfg:
     _validate_training(cfg)
   return cfg

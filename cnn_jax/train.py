@@ -165,13 +165,15 @@ class Run:
 
   def _best_checkpoint(self, step: int) -> int:
     """The saved step with the best checkpoint.best_metric among the evaluations logged (the
-    earliest of ties), which checkpoint.best_metric's policy keeps; `step` without one."""
+    latest of ties, which Orbax's best-N policy keeps, so that a run resumed after a signal,
+    whose extra checkpoint changes which of the newest are kept, tests the same step);
+    `step` without one."""
     metric = self.cfg.checkpoint.best_metric
     saved = set(self.ckpt.all_steps())
     logged = [r for r in runlog.evaluations(self.workdir) if r["step"] in saved
               and metric in r] if metric and self.is_main else []
     sign = -1 if metric.endswith("loss") else 1
-    best = max(logged, key=lambda r: (sign * r[metric], -r["step"]))["step"] if logged else step
+    best = max(logged, key=lambda r: (sign * r[metric], r["step"]))["step"] if logged else step
     return int(multihost_utils.broadcast_one_to_all(np.int32(best)))
 
   def restore_state(self, step: int):

@@ -141,7 +141,7 @@ def test_test_split_is_evaluated_once_on_the_best_checkpoint_by_validation(tmp_p
   assert final["test_split"] == "test"
   saved = {int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit()}
   best = max(r["eval_top1"] for r in logged if r["step"] in saved)  # the kept best
-  assert final["test_step"] == min(r["step"] for r in logged
+  assert final["test_step"] == max(r["step"] for r in logged
                                    if r["eval_top1"] == best and r["step"] in saved)
   assert final["validation_examples"] == 24 and len(final["validation_sha256"]) == 64
   run = train.Run(cfg, str(tmp_path / "run"), mode="eval")
