@@ -47,6 +47,7 @@ def defaults() -> ml_collections.ConfigDict:
       "accumulate_steps": 1,         # split each batch into this many micro-batches
       "clip_norm": 0.0,              # global gradient-norm clipping; 0 = off
       "freeze": "",                  # regex on parameter paths to keep fixed (no updates)
+      "lr_multipliers": (),          # ('regex=factor', ...): that group's learning rate x factor
   })
 
 
@@ -86,6 +87,7 @@ def validate(o: ml_collections.ConfigDict) -> None:
                       "--config.optim.decay_epochs='(30, 60)'")
   if list(epochs) != sorted(epochs):
     raise ConfigError(f"optim.decay_epochs={tuple(epochs)} must be increasing")
+  lr_multipliers(o.lr_multipliers)
   for key in ("weight_decay_params", "freeze"):
     try:
       re.compile(o[key])
@@ -109,6 +111,51 @@ def schedule(o, steps_per_epoch: int, total_steps: int) -> Callable[[Any], Any]:
   if warmup == 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, o.lr, warmup), main], [warmup])
+
+
+def lr_multipliers(entries) -> list[tuple[re.Pattern, float]]:
+  """optim.lr_multipliers parsed: [(regex, factor)], e.g. ('conv.*=0.1',)."""
+  if not isinstance(entries, (tuple, list)):
+    raise ConfigError(f"optim.lr_multipliers={entries!r} must be a tuple of 'regex=factor' "
+                      "strings, e.g. \"('conv.*=0.1',)\"")
+  out = []
+  for entry in entries:
+    regex, eq, factor = str(entry).rpartition("=")
+    try:
+      value = float(factor)
+      if not eq or not np.isfinite(value) or value < 0:
+        raise ValueError
+      out.append((re.compile(regex), value))
+    except (ValueError, re.error):
+      raise ConfigError(f"optim.lr_multipliers: {entry!r} is not 'regex=factor' with a "
+                        "regular expression and a factor >= 0, e.g. 'conv.*=0.1'") from None
+  return out
+
+
+def scale_by_path(params, entries) -> optax.GradientTransformation:
+  """Each update times the factor of the first optim.lr_multipliers entry its parameter's
+  path matches (1 if none): per-group learning rates, as PyTorch's parameter groups. Applied
+  after the learning rate, so with SGD a group at 0.1 moves 0.1 times as far."""
+  rules = lr_multipliers(entries)
+  used = [False] * len(rules)
+
+  def factor(path, _):
+    name = "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+    for i, (regex, value) in enumerate(rules):
+      if regex.search(name):
+        used[i] = True
+        return value
+    return 1.0
+  factors = jax.tree_util.tree_map_with_path(factor, params)
+  for (regex, _), hit, entry in zip(rules, used, entries):
+    if not hit:
+      raise ConfigError(f"optim.lr_multipliers: {entry!r} matches no parameter of this model "
+                        "(paths look like 'conv1/kernel'); fix its regex")
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def path_mask(params, pattern: str):
@@ -170,6 +217,8 @@ def make(o, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTra
       # Decoupled decay, scaled by the learning rate (Loshchilov & Hutter 2019).
       parts.append(optax.add_decayed_weights(o.weight_decay, mask=decay_mask))
   parts += [optax.scale_by_learning_rate(lr), scale_by_lr_scale()]
+  if o.get("lr_multipliers", ()):  # absent from configs recorded before it existed
+    parts.append(scale_by_path(params, o.lr_multipliers))
   tx = optax.chain(*parts)
   if o.freeze:
     frozen = path_mask(params, o.freeze)

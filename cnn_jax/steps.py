@@ -173,7 +173,7 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps) 
   if callable(total_steps):
     total_steps = total_steps(summary.macs)
   train_graph, params, rest = nnx.split(models.view(model, train=True), nnx.Param, ...)
-  params, copied = transfer.initialise(cfg.model, params)  # VGG Sec. 3.1: B-E from A
+  params, rest, copied = transfer.initialise(cfg.model, params, rest)  # e.g. VGG B-E from A
   eval_graph = nnx.graphdef(models.view(model, train=False))
   tx = optim.make(cfg.optim, params, steps_per_epoch, total_steps)
   layout = parallel.Layout.of(cfg.mesh, mesh, params)
