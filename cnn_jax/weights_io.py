@@ -59,10 +59,10 @@ def read_checkpoint(path: str, key: str = "model.init_from") -> dict[str, np.nda
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step = step_dir(path, key)
   try:
-    state = ocp.StandardCheckpointer().restore(os.path.join(step, "state"))
+    state = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(step, "state")))
   except Exception as e:  # noqa: BLE001 - whatever the reason, it cannot be read
     raise UserError(f"{key}={path!r}: the checkpoint {step} is unreadable "
-                    f"({type(e).__name__}); name another one") from None
+                    f"({one_line(e, 120)}); name another one") from None
   out = flat(state.get("params", {}))
   stats = flat(state.get("rest", {}))
   out.update({k: v for k, v in stats.items() if v.dtype.kind == "f"})
