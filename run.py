@@ -151,8 +151,8 @@ def train(cfg) -> None:
 
 
 def evaluate(cfg) -> None:
-  from cnn_jax import train as trainer
-  result = trainer.evaluate(cfg, workdir(cfg), FLAGS.checkpoint)
+  from cnn_jax import evaluation  # the plain evaluation, or eval.protocol's (protocols.py)
+  result = evaluation.evaluate(cfg, workdir(cfg), FLAGS.checkpoint)
   print(json.dumps(result))
 
 

@@ -71,7 +71,7 @@ def train_config() -> ml_collections.ConfigDict:
 
 def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDict:
   """A run config with every group at its default; config files change what they need."""
-  from cnn_jax import checkpoint, data, optim, parallel
+  from cnn_jax import checkpoint, data, optim, parallel, protocols
   cfg = ml_collections.ConfigDict()
   cfg.model = model_config(name, variant, **model_overrides)
   cfg.data = data.defaults()
@@ -79,6 +79,7 @@ def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDic
   cfg.train = train_config()
   cfg.checkpoint = checkpoint.defaults()
   cfg.mesh = parallel.defaults()
+  cfg.eval = protocols.defaults()  # how run.py eval tests a checkpoint (protocols.py)
   cfg.seed = 0  # parameters, data order, augmentation and dropout all derive from it
   return cfg
 
@@ -166,7 +167,7 @@ def check_batch_split(cfg, data_devices: int = 1) -> None:
 
 
 def _validate_training(cfg) -> None:
-  from cnn_jax import checkpoint, data, optim, parallel
+  from cnn_jax import checkpoint, data, optim, parallel, protocols
   reference = base(cfg.model.name, cfg.model.variant)
   for group in reference:
     if group not in cfg:
@@ -176,6 +177,7 @@ def _validate_training(cfg) -> None:
   optim.validate(cfg.optim)
   checkpoint.validate(cfg.checkpoint)
   parallel.validate(cfg.mesh)
+  protocols.validate(cfg)
   schema.check("train.", cfg.train, TRAIN_RULES)
   schema.check_value("seed", cfg.seed, SEED)
   t = cfg.train

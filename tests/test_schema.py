@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from cnn_jax import checkpoint, config, optim, parallel, schema
+from cnn_jax import checkpoint, config, optim, parallel, protocols, schema
 from cnn_jax.data import config as data_config
 from cnn_jax.errors import ConfigError
 from helpers import load_config
 
 GROUP_RULES = {"optim": optim.RULES, "data": data_config.RULES, "train": config.TRAIN_RULES,
-               "checkpoint": checkpoint.RULES, "mesh": parallel.RULES}
+               "checkpoint": checkpoint.RULES, "mesh": parallel.RULES, "eval": protocols.RULES}
 
 
 def test_every_numeric_key_has_a_rule():

@@ -124,20 +124,30 @@ class Dataset:
     ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(self._threads))
     return ds.as_numpy_iterator()
 
-  def eval_batches(self, split: str = "eval"):
+  def eval_batches(self, split: str = "eval", views=None):
     """All of this process's share of the eval (or 'test') split in `eval_steps` (or
     `test_steps`) batches of eval_batch // process_count, the last zero-padded: dicts of
-    image, label and mask float32 (1 real, 0 padding)."""
+    image, label and mask float32 (1 real, 0 padding).
+
+    With `views` (an evaluation protocol's, protocols.Views), each image is mapped by it
+    instead: uint8 (B, h, w, C) -> {name: float32 (B, ...)}, one array per name of
+    `views.shapes` in place of `image`, batched as `views.batched` says."""
     if split not in self._eval:
       raise ValueError(f"no {split} split in this pipeline")
-    prep, lb = self._prep, self.eval_local_batch
+    lb = self.eval_local_batch
+    if views is None:
+      prep, batched, shapes = (lambda x: {"image": self._prep(x)}), self.batched, {
+          "image": self.image_shape}
+    else:
+      prep, batched, shapes = views, views.batched, views.shapes
     steps = self.eval_steps if split == "eval" else self.test_steps
     pad = steps * lb - self._local[split]
     ds = self._warmed(split, self._eval[split])
-    if self.batched:  # pad with blank raw images, preprocess, then zero them
+    if batched:  # pad with blank raw images, preprocess, then zero them
       def evaluate(images, labels, mask):
-        x = tf.where(mask[:, None, None, None] > 0, prep(images), 0.0)
-        return {"image": x, "label": labels, "mask": mask}
+        out = {k: tf.where(mask[:, None, None, None] > 0, x, 0.0)
+               for k, x in prep(images).items()}
+        return {**out, "label": labels, "mask": mask}
 
       ds = ds.map(plain(lambda image, label: (image, label, tf.constant(1.0))))
       blank = (tf.zeros(self._source.image_shape, tf.uint8), tf.constant(0), tf.constant(0.0))
@@ -146,15 +156,26 @@ class Dataset:
       ds = ds.map(plain(evaluate), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
       def evaluate(image, label):
-        return {"image": prep(image[None])[0], "label": label, "mask": tf.constant(1.0)}
+        out = {k: x[0] for k, x in prep(image[None]).items()}
+        return {**out, "label": label, "mask": tf.constant(1.0)}
 
       ds = ds.map(plain(evaluate), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      zero = {"image": tf.zeros(self.image_shape, tf.float32), "label": tf.constant(0),
-              "mask": tf.constant(0.0)}
+      zero = {**{k: tf.zeros(s, tf.float32) for k, s in shapes.items()},
+              "label": tf.constant(0), "mask": tf.constant(0.0)}
       ds = ds.concatenate(tf.data.Dataset.from_tensors(zero).repeat(pad))
       ds = ds.batch(lb, drop_remainder=True)
     ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(self._threads))
     return ds.as_numpy_iterator()
+
+  @property
+  def preprocessor(self):
+    """The eval preprocessing (preprocess.Preprocessor), with its training-set statistics."""
+    return self._prep
+
+  @property
+  def source_shape(self):
+    """(h, w, C) of the decoded images, None where their sizes vary."""
+    return self._source.image_shape
 
 
 def preprocessor(p, image_shape, images, mean_mode: str, batched: bool):
