@@ -47,13 +47,18 @@ class Checkpoints:
   """Save and restore the train state under `directory` (one sub-folder per step)."""
 
   def __init__(self, directory: str, c: ml_collections.ConfigDict, read_only: bool = False):
-    policies = [pp.LatestN(c.keep)]
+    policies, best = [pp.LatestN(c.keep)], {}
     if c.best_metric:
-      policies.append(pp.BestN(get_metric_fn=lambda m: m[c.best_metric],
-                               reverse=c.best_metric.endswith("loss"), n=1,
+      metric = lambda m: m[c.best_metric]  # noqa: E731
+      lower = c.best_metric.endswith("loss")
+      policies.append(pp.BestN(get_metric_fn=metric, reverse=lower, n=1,
                                keep_checkpoints_without_metrics=False))
+      # best_fn as well: only with it does Orbax write each checkpoint's metrics to disk
+      # (so a resumed run still knows which is best) and best_step() rank them; without
+      # it best_step() is the latest step
+      best = {"best_fn": metric, "best_mode": "min" if lower else "max"}
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=pp.AnyPreservationPolicy(policies), read_only=read_only,
+        preservation_policy=pp.AnyPreservationPolicy(policies), read_only=read_only, **best,
         enable_async_checkpointing=c.async_save, create=not read_only,
         cleanup_tmp_directories=not read_only)
     try:
@@ -100,6 +105,7 @@ class Checkpoints:
     return target
 
   def best_step(self) -> int | None:
+    """The kept step with the best `best_metric` (the latest of ties); None without one."""
     return self.manager.best_step() if self.best_metric else None
 
   def save(self, step: int, state, metrics: dict | None = None) -> None:

@@ -19,11 +19,6 @@ def final(workdir: str) -> dict | None:
   return finals[-1] if finals else None
 
 
-def evaluations(workdir: str) -> list[dict]:
-  """The logged evaluation records (not the final one), in order."""
-  return [r for r in _records(workdir) if "eval_top1" in r and not r.get("final")]
-
-
 def best_eval(workdir: str) -> tuple[float, int]:
   """The best eval top-1 logged and its step (the earliest of ties); (-1, 0) if none."""
   logged = [(r["eval_top1"], r["step"]) for r in _records(workdir)

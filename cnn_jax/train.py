@@ -130,8 +130,7 @@ class Run:
     with jax.set_mesh(self.mesh):
       return self._evaluate(split, self.state if state is None else state)
 
-  def _evaluate(self, split: str = "eval", state=None) -> dict:
-    state = self.state if state is None else state
+  def _evaluate(self, split: str, state) -> dict:
     sums = None
     for batch in prefetch_to_device(self.ds.eval_batches(split), self.batch_sharding):
       if self.stop:
@@ -148,7 +147,7 @@ class Run:
     validation (the best by checkpoint.best_metric; the final state without one), with the
     split, its step and the validation split held out."""
     self.ckpt.wait()
-    best = self._best_checkpoint(step)
+    best = self.ckpt.best_step() or step
     state = self.state if best == step else self.restore_state(best)
     out = {"eval_split": self.cfg.data.eval_split, "best_eval_top1": self._best[0],
            "best_step": self._best[1]}
@@ -162,19 +161,6 @@ class Run:
                 f"{100 * result['test_top1']:.2f}%, top-5 {100 * result['test_top5']:.2f}%, "
                 f"loss {result['test_loss']:.4f}")
     return {**out, **result, "test_step": best, "test_split": self.cfg.data.test_split}
-
-  def _best_checkpoint(self, step: int) -> int:
-    """The saved step with the best checkpoint.best_metric among the evaluations logged (the
-    latest of ties, which Orbax's best-N policy keeps, so that a run resumed after a signal,
-    whose extra checkpoint changes which of the newest are kept, tests the same step);
-    `step` without one."""
-    metric = self.cfg.checkpoint.best_metric
-    saved = set(self.ckpt.all_steps())
-    logged = [r for r in runlog.evaluations(self.workdir) if r["step"] in saved
-              and metric in r] if metric and self.is_main else []
-    sign = -1 if metric.endswith("loss") else 1
-    best = max(logged, key=lambda r: (sign * r[metric], r["step"]))["step"] if logged else step
-    return int(multihost_utils.broadcast_one_to_all(np.int32(best)))
 
   def restore_state(self, step: int):
     """The state of the checkpoint at `step` (the run's own state is left as it is)."""

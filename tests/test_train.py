@@ -229,3 +229,28 @@ def test_data_seed_separates_the_data_order_from_the_initialisation(tmp_path):
   np.testing.assert_array_equal(runs["a"][1], runs["b"][1])  # ... the same initialisation
   np.testing.assert_array_equal(runs["a"][0], runs["c"][0])  # the same data order ...
   assert not np.array_equal(runs["a"][1], runs["c"][1])  # ... another initialisation
+
+
+def test_the_best_checkpoint_is_the_best_metric_kept_not_the_latest(tmp_path):
+  from cnn_jax import checkpoint
+  c = checkpoint.defaults()
+  c.keep, c.async_save = 2, False
+  ckpt = checkpoint.Checkpoints(str(tmp_path / "a"), c)
+  state = {"w": np.zeros(2, np.float32)}
+  for step, top1 in ((1, 0.5), (2, 0.9), (3, 0.7), (4, 0.6), (5, 0.65)):
+    ckpt.save(step, state, {"eval_top1": top1})
+  ckpt.wait()
+  assert ckpt.latest_step() == 5 and 2 in ckpt.all_steps() and ckpt.best_step() == 2
+  ckpt.close()
+  again = checkpoint.Checkpoints(str(tmp_path / "a"), c)  # a resumed run reads the metrics
+  again.save(6, state, {"eval_top1": 0.55})
+  again.wait()
+  assert again.best_step() == 2 and 2 in again.all_steps()
+  again.close()
+  c.best_metric = "eval_loss"  # lower is better
+  ckpt = checkpoint.Checkpoints(str(tmp_path / "b"), c)
+  for step, loss in ((1, 0.9), (2, 0.3), (3, 0.5), (4, 0.3)):
+    ckpt.save(step, state, {"eval_loss": loss})
+  ckpt.wait()
+  assert ckpt.best_step() == 4  # the latest of the ties
+  ckpt.close()
