@@ -176,8 +176,8 @@ def main(argv=None) -> int:
           flush=True)
   job = main_job(args.smoke)
   reached = job["seconds_to_92"]
-  print(f"  main job: {'92% test top-1 after %.1f s' % reached if reached else 'did not reach 92%'}"
-        f"; final {100 * job['final_test_top1']:.2f}%", flush=True)
+  outcome = f"92% test top-1 after {reached:.1f} s" if reached else "did not reach 92%"
+  print(f"  main job: {outcome}; final {100 * job['final_test_top1']:.2f}%", flush=True)
   out = {"device": device.device_kind, "backend": jax.default_backend(),
          "jax": jax.__version__, "peak_bf16": bf16, "peak_f32": f32, "peak_source": source,
          "throughput": results, "main_job": job, "smoke": args.smoke,

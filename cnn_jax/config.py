@@ -6,8 +6,6 @@ Config files under configs/ start from `base(...)` and change what their experim
 
 from __future__ import annotations
 
-import os
-import re
 
 import ml_collections
 

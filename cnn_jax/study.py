@@ -43,7 +43,7 @@ import re
 import shlex
 import sys
 
-from cnn_jax import metrics, tuning
+from cnn_jax import runlog, tuning
 from cnn_jax.comparisons import Comparison
 from cnn_jax.errors import UserError
 
@@ -237,8 +237,7 @@ def command(run: dict, workdir: str) -> list[str]:
 
 
 def finished(workdir: str) -> bool:
-  path = os.path.join(workdir, "metrics.jsonl")
-  return os.path.exists(path) and any(r.get("final") for r in metrics.read_jsonl(path))
+  return runlog.final(workdir) is not None
 
 
 def formatted(run: dict, study_dir: str) -> dict:

@@ -20,12 +20,12 @@ lets it resume whatever --processes is now.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 
 from cnn_jax import metrics, study as studies, tuning
+from cnn_jax import workdir as workdirs
 
 XLA_THREAD_OPTIONS = ("xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
 
@@ -65,11 +65,7 @@ def child_env(threads: int | None, environ=None) -> dict | None:
 
 
 def _recorded_threads(workdir: str):
-  try:
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      return json.load(f).get("data", {}).get("threads")
-  except (OSError, ValueError, AttributeError):
-    return None
+  return ((workdirs.recorded_config(workdir) or {}).get("data") or {}).get("threads")
 
 
 def child_command(run: dict, workdir: str, threads: int | None) -> list[str]:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 
-from cnn_jax import metrics
+from cnn_jax import runlog
 
 TUNED = "tuned.json"
 TUNE_DIR = "tune"
@@ -49,13 +49,6 @@ def choose(candidates: list[tuple[dict, float | None]]) -> dict | None:
   return min((p for p, s in scored if s == best), key=lambda p: tuple(p.values()))
 
 
-def _final(workdir: str) -> dict | None:
-  path = os.path.join(workdir, metrics.JSONL)
-  if not os.path.exists(path):
-    return None
-  return next((r for r in reversed(metrics.read_jsonl(path)) if r.get("final")), None)
-
-
 def load(study_dir: str) -> dict:
   path = os.path.join(study_dir, TUNED)
   if not os.path.exists(path):
@@ -80,7 +73,7 @@ def resolve(study, study_dir: str, failed=(), announce=print) -> dict:
       continue
     points, over = [], True
     for run in runs:
-      final = _final(os.path.join(study_dir, run["name"]))
+      final = runlog.final(os.path.join(study_dir, run["name"]))
       status = ("finished" if final is not None else
                 "failed" if run["name"] in failed else "unfinished")
       over &= status != "unfinished"

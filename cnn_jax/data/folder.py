@@ -17,17 +17,15 @@ Every image is decoded once at the start; unreadable ones stop the run or are le
 from __future__ import annotations
 
 import os
-import types
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
-import tensorflow_datasets as tfds
 
 from cnn_jax.data import preprocess, splits
 from cnn_jax.data.preprocess import plain
 from cnn_jax.data.source import Source
-from cnn_jax.errors import ConfigError, UserError
+from cnn_jax.errors import UserError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from cnn_jax.data import folder, preprocess, stats, tfds_source
+from cnn_jax.data import folder, preprocess, splits, stats, tfds_source
 from cnn_jax.data.preprocess import plain
 from cnn_jax.data.config import validate
 from cnn_jax.errors import ConfigError, UserError
@@ -65,7 +65,8 @@ class Dataset:
     self.eval_local_batch = eval_batch // process_count
     # every process yields the same number of eval batches: the largest share's, padded
     self.eval_steps, self.test_steps = (
-        math.ceil(max(local, math.ceil(total / process_count)) / self.eval_local_batch)
+        math.ceil(max(local, splits.largest_share(total, process_count))
+                  / self.eval_local_batch)
         for local, total in ((source.local_eval, source.num_eval),
                              (source.local_test, source.num_test)))
     self.stats = prep.stats
