@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from cnn_jax.models import layers as L
+from cnn_jax.models import lenet_layers as LL
 from cnn_jax.models.lenet import C3_TABLE
 
 
@@ -60,7 +61,7 @@ def test_grouped_conv_equals_two_half_convolutions():
 
 def test_partial_conv_follows_table_one():
   rngs = nnx.Rngs(0)
-  c3 = L.PartialConv(6, C3_TABLE, 5, rngs=rngs)
+  c3 = LL.PartialConv(6, C3_TABLE, 5, rngs=rngs)
   x = jax.random.normal(jax.random.key(2), (1, 14, 14, 6))
   # Which input maps does each output map depend on? Read it off the Jacobian.
   grads = jax.jacrev(lambda v: c3(v)[0, 4, 4, :])(x)  # (16, 1, 14, 14, 6)
@@ -74,7 +75,7 @@ def test_partial_conv_follows_table_one():
 
 
 def test_subsampling_is_coefficient_times_window_sum_plus_bias():
-  s2 = L.Subsampling(3, rngs=nnx.Rngs(0))
+  s2 = LL.Subsampling(3, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(3), (2, 4, 6, 3))
   window_sum = np.asarray(x).reshape(2, 2, 2, 3, 2, 3).sum(axis=(2, 4))
   expected = window_sum * np.asarray(s2.coefficient[...]) + np.asarray(s2.bias[...])
@@ -82,7 +83,7 @@ def test_subsampling_is_coefficient_times_window_sum_plus_bias():
 
 
 def test_rbf_returns_minus_squared_euclidean_distance():
-  rbf = L.RBF(84, 10)
+  rbf = LL.RBF(84, 10)
   centres = np.asarray(rbf.centres[...])
   assert set(np.unique(centres)) == {-1.0, 1.0}
   x = jax.random.normal(jax.random.key(4), (3, 84))

@@ -17,6 +17,7 @@ from flax import nnx
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import knobs
 from cnn_jax.models import layers as L
+from cnn_jax.models import lenet_layers as LL
 from cnn_jax.models import plan as plan_
 from cnn_jax.models import spec as S
 from cnn_jax.models.sequential import Sequential
@@ -85,11 +86,12 @@ def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs
                   feature_group_count=s.groups, kernel_init=init(s.kernel_init),
                   bias_init=init(s.bias_init), dtype=dtype, rngs=rngs)
   if isinstance(s, S.PartialConvSpec):
-    return L.PartialConv(channels, s.table, s.kernel, padding=s.padding,
-                         kernel_init=init(s.kernel_init), bias_init=init(s.bias_init),
-                         dtype=dtype, rngs=rngs)
+    return LL.PartialConv(channels, s.table, s.kernel, padding=s.padding,
+                          kernel_init=init(s.kernel_init), bias_init=init(s.bias_init),
+                          dtype=dtype, rngs=rngs)
   if isinstance(s, S.SubsamplingSpec):
-    return L.Subsampling(channels, s.window, s.stride, init=init(s.init), dtype=dtype, rngs=rngs)
+    return LL.Subsampling(channels, s.window, s.stride, init=init(s.init), dtype=dtype,
+                          rngs=rngs)
   if isinstance(s, S.PoolSpec):
     return L.Pool(s.window, s.stride, s.kind, s.padding)
   if isinstance(s, S.LRNSpec):
@@ -98,7 +100,7 @@ def instantiate(s: S.LayerSpec, in_shape: tuple[int, ...], dtype, rngs: nnx.Rngs
     return L.Dense(channels, s.features, kernel_init=init(s.kernel_init),
                    bias_init=init(s.bias_init), dtype=dtype, rngs=rngs)
   if isinstance(s, S.RBFSpec):
-    return L.RBF(channels, s.features)
+    return LL.RBF(channels, s.features)
   if isinstance(s, S.ActSpec):
     return L.Activation(s.fn)
   if isinstance(s, S.BatchNormSpec):

@@ -28,6 +28,7 @@ import jax
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import fusions as F
 from cnn_jax.models import layers as L
+from cnn_jax.models import lenet_layers as LL
 from cnn_jax.models import lowering as K
 
 LOWERINGS = ("auto", "xla", "cpu")
@@ -142,7 +143,7 @@ class Plan:
     max-pooling through lowering.py's kernels."""
     if self.route != "cpu":
       return layer(x)
-    if isinstance(layer, (L.Conv, L.PartialConv)):
+    if isinstance(layer, (L.Conv, LL.PartialConv)):
       y, bias = self._conv(layer, x)
       if bias is None:
         return y
