@@ -15,13 +15,15 @@ class TrainClock:
   `start()` after the first step (compilation is not training); `add(n)` for each later step;
   `with clock.paused():` around an evaluation or a checkpoint, after the steps before it
   have finished (so their time is counted); `read()` at a log gives images/s and starts a new
-  interval.
+  interval. `training_seconds()`: the seconds since the clock was made less every pause (the
+  first step's compilation included), which time-to-accuracy is read against.
   """
 
   def __init__(self, now: Callable[[], float] = time.monotonic):
     self.now = now
     self.started = False
     self._images, self._since, self._paused = 0, now(), 0.0
+    self._made, self._all_paused = self._since, 0.0
 
   def start(self) -> None:
     self.started = True
@@ -36,7 +38,13 @@ class TrainClock:
     try:
       yield
     finally:
-      self._paused += self.now() - begun
+      pause = self.now() - begun
+      self._paused += pause
+      self._all_paused += pause
+
+  def training_seconds(self) -> float:
+    """Seconds of training since the clock was made (pauses left out)."""
+    return self.now() - self._made - self._all_paused
 
   def read(self) -> float:
     """Images per second of training time since the last read (or start); starts anew."""

@@ -47,6 +47,7 @@ class Run:
     reads the checkpoints and writes only its result."""
     assert mode in ("train", "eval"), mode
     self.cfg, self.workdir, self.mode = cfg, workdir, mode
+    self._clock = None  # the loop's TrainClock while it runs
     self.is_main = jax.process_index() == 0
     self.lock = workdirs.Lock(workdir)
     workdirs.check_writable(workdir)
@@ -239,7 +240,8 @@ class Run:
     self.progress = progress = metrics.Progress(self.total_steps, initial_step=step,
                                                 enabled=self.is_main)
     self._best = runlog.best_eval(self.workdir)
-    clock, last_eval = TrainClock(), {}
+    self._clock = clock = TrainClock()
+    last_eval = {}
     try:
       if step and self._eval_due(step) and not self._eval_logged(step):
         last_eval = self._eval_and_adapt(step)  # stopped during this evaluation before
@@ -381,9 +383,11 @@ class Run:
         self._print(f"step {step}: {o.plateau_metric} stopped improving; learning rate now "
                     f"{o.lr * scale:.3g}")
       self.state = self._set_plateau(self.state, plateau, np.float32(scale))
-    # unix time, so time-to-accuracy can be read off against any start (process, job)
-    self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch,
-                             "time": time.time()})
+    # unix time, so time-to-accuracy can be read off against any start (process, job), and
+    # this process's seconds of training so far (evaluations and checkpoints left out)
+    clock = self._clock
+    self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch, "time": time.time(),
+                             **({"train_s": clock.training_seconds()} if clock else {})})
     if result["eval_top1"] > self._best[0]:
       self._best = (result["eval_top1"], step)
     if self.is_main:

@@ -32,6 +32,8 @@ def test_throughput_leaves_out_evaluations_and_checkpoints():
         now.t += 3.0
     rates.append(clock.read())
   assert all(abs(r / 6400 - 1) < 0.1 for r in rates), rates  # within 10% of the steady rate
+  # the training seconds: the compilation and the 60 steps, not the 30 s of pauses
+  assert abs(clock.training_seconds() - (7.0 + 60 * 0.02)) < 1e-9
 
 
 class Terminal(io.StringIO):
