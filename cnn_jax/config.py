@@ -69,7 +69,8 @@ def train_config() -> ml_collections.ConfigDict:
 
 def base(name: str, variant: str, **model_overrides) -> ml_collections.ConfigDict:
   """A run config with every group at its default; config files change what they need."""
-  from cnn_jax import checkpoint, data, optim, parallel, protocols
+  from cnn_jax import checkpoint_config as checkpoint  # the group, without Orbax
+  from cnn_jax import data, optim, parallel, protocols
   cfg = ml_collections.ConfigDict()
   cfg.model = model_config(name, variant, **model_overrides)
   cfg.data = data.defaults()
@@ -165,7 +166,8 @@ def check_batch_split(cfg, data_devices: int = 1) -> None:
 
 
 def _validate_training(cfg) -> None:
-  from cnn_jax import checkpoint, data, optim, parallel, protocols
+  from cnn_jax import checkpoint_config as checkpoint  # the group, without Orbax
+  from cnn_jax import data, optim, parallel, protocols
   reference = base(cfg.model.name, cfg.model.variant)
   for group in reference:
     if group not in cfg:

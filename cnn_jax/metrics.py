@@ -83,15 +83,10 @@ def read_jsonl(path) -> list[dict]:
 
 
 def _event_writer(logdir: str):
-  """clu's TensorBoard writer (tf.summary events: scalars, and the HParams dashboard's
-  summary), with TensorFlow kept off the accelerators JAX uses."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError):
-    pass  # TensorFlow already initialised (e.g. by the input pipeline)
-  return metric_writers.SummaryWriter(logdir)
+  """A TensorBoard writer (events.py: scalars, and the HParams dashboard's summary), which
+  imports no TensorFlow."""
+  from cnn_jax import events  # pylint: disable=g-import-not-at-top
+  return events.EventWriter(logdir)
 
 
 class Writer:

@@ -28,6 +28,7 @@ def fm_prepared(tmp_path_factory):
   cfg = data.defaults()
   cfg.data_dir = d
   cfg.cache, cfg.shuffle_buffer = False, 256  # the first batch without decoding all 60000
+  cfg.input = "tf.data"  # this file tests the tf.data path; test_arrays.py the array path
   return d, data.build(cfg, (28, 28, 1), global_batch=128, eval_batch=256)
 
 
@@ -38,7 +39,7 @@ def fm_dir(fm_prepared):
 
 def fm(fm_dir, train="train[:40]", evals="test[:11]", **pre):
   cfg = data.defaults()
-  cfg.data_dir = fm_dir
+  cfg.data_dir, cfg.input = fm_dir, "tf.data"
   cfg.train_split, cfg.eval_split = train, evals
   cfg.preprocess.update(pre)
   return cfg
@@ -306,7 +307,7 @@ def test_draws_depend_on_position_not_on_batching():
 
 def mock_cfg(name, **pre):
   cfg = data.defaults()
-  cfg.name = name
+  cfg.name, cfg.input = name, "tf.data"
   cfg.preprocess.update(pre)
   return cfg
 

@@ -9,7 +9,10 @@ Secs. 2.1, 3.1 and 3.2).
   for batch in ds.eval_batches(): ...          # validation, with a padding mask
   for batch in ds.eval_batches("test"): ...    # the test split, once at the end
 
-TensorFlow is imported by `build`, not by importing this package.
+`data.input` picks the input path: 'arrays' (array_pipeline.py: a small TFDS dataset held in
+memory, batched in NumPy, without TensorFlow), 'tf.data' (pipeline.py), or 'auto' (arrays
+where they apply, else tf.data). TensorFlow is imported only by the tf.data path (and to build
+the arrays' decoded cache once), not by importing this package.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
   """The pipeline of `cfg` for a model taking `image_shape`: a pipeline.Dataset with
   num_train, num_eval, num_classes, steps_per_epoch, eval_steps (the same on every process),
   stats, train_batches(epoch, start_step) and eval_batches(split). See pipeline.py."""
+  from cnn_jax.data import array_pipeline
+  if array_pipeline.applies(cfg):  # NumPy arrays, no TensorFlow (array_pipeline.py)
+    return array_pipeline.build(cfg, image_shape, global_batch, eval_batch, seed,
+                                process_index, process_count)
   from cnn_jax.data import pipeline
   return pipeline.build(cfg, image_shape, global_batch, eval_batch, seed, process_index,
                         process_count)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import ml_collections
 
 from cnn_jax import schema
-from cnn_jax.errors import ConfigError
+from cnn_jax.errors import ConfigError, UserError
 
 MEANS = ("none", "channel", "pixel")
 STDS = ("none", "channel")
 CHANNELS = (1, 3)  # grey or RGB models
 BAD_IMAGES = ("error", "skip")
+INPUTS = ("auto", "arrays", "tf.data")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -38,6 +39,10 @@ def defaults() -> ml_collections.ConfigDict:
                                     # checkpoint.best_metric; '' = none
       "shuffle_buffer": 0,          # 0 = the whole split
       "cache": True,                # keep decoded, un-augmented examples in memory
+      "input": "auto",              # auto | arrays | tf.data: arrays reads a small dataset
+                                    # into memory once (a decoded cache, arrays.py) and
+                                    # batches it in NumPy, without TensorFlow; auto uses it
+                                    # where it applies (array_pipeline.unsupported), else tf.data
       "seed": -1,                   # data order, augmentation draws and a folder's held-out
                                     # split; -1 = the run's `seed` (which also initialises)
       "threads": 0,                 # tf.data's threads; 0 = TensorFlow's choice (a thread
@@ -70,6 +75,7 @@ RULES = {
     "bad_images": schema.Choice(BAD_IMAGES),
     "shuffle_buffer": schema.at_least(0, "0 = the whole split", integer=True),
     "cache": schema.Bool(),
+    "input": schema.Choice(INPUTS),
     "threads": schema.at_least(0, "0 = one per core", integer=True),
     "seed": schema.Num(low=0, integer=True, also=(-1,), hint="-1 = the run's seed"),
     "preprocess.pad": schema.at_least(0, integer=True),
@@ -88,6 +94,17 @@ RULES = {
 def seed(cfg: ml_collections.ConfigDict, run_seed: int) -> int:
   """The seed of the data order and augmentation: `data.seed`, or the run's if it is -1."""
   return run_seed if cfg.seed == -1 else cfg.seed
+
+
+def check_batches(global_batch: int, eval_batch: int, process_index: int,
+                  process_count: int) -> None:
+  """Both batches split evenly over the processes, and the process is one of them."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
+  for name, b in (("global_batch", global_batch), ("eval_batch", eval_batch)):
+    if b < process_count or b % process_count:
+      raise UserError(f"{name}={b} must be a positive multiple of the {process_count} "
+                      "processes; change the batch size")
 
 
 def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.ConfigDict:
@@ -129,4 +146,10 @@ def validate(cfg: ml_collections.ConfigDict, image_shape) -> ml_collections.Conf
   if a and c != 3:
     raise ConfigError(f"data.preprocess.pca_colour={a!r} needs 3 channels, the model has {c}; "
                       "set it to 0.0")
+  if cfg.input == "arrays":
+    from cnn_jax.data import array_pipeline  # pylint: disable=g-import-not-at-top
+    why = array_pipeline.unsupported(cfg)
+    if why:
+      raise ConfigError(f"data.input='arrays' does not take {why}; use data.input='auto' or "
+                        "'tf.data'")
   return cfg

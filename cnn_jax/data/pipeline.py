@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from cnn_jax.data import folder, preprocess, splits, stats, tfds_source
+from cnn_jax.data.np_preprocess import shuffle_seed  # noqa: F401 - also pipeline's
 from cnn_jax.data.preprocess import plain
-from cnn_jax.data.config import validate
+from cnn_jax.data.config import check_batches, validate
 from cnn_jax.errors import ConfigError, UserError
 
 
@@ -43,9 +43,6 @@ def _hide_gpus():
     pass
 
 
-def shuffle_seed(seed: int, epoch: int, process_index: int) -> int:
-  return int(np.random.SeedSequence([seed % 2**63, epoch, process_index])
-             .generate_state(1, np.uint32)[0])
 
 
 class Dataset:
@@ -199,12 +196,7 @@ def build(cfg, image_shape, global_batch: int, eval_batch: int, seed: int = 0,
   """The pipeline of `cfg` (the `data` group) for a model taking `image_shape` (H, W, C)."""
   image_shape = tuple(int(d) for d in image_shape)
   validate(cfg, image_shape)
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  for name, b in (("global_batch", global_batch), ("eval_batch", eval_batch)):
-    if b < process_count or b % process_count:
-      raise UserError(f"{name}={b} must be a positive multiple of the {process_count} "
-                      "processes; change the batch size")
+  check_batches(global_batch, eval_batch, process_index, process_count)
   _hide_gpus()
   h, w, c = image_shape
   if cfg.name == "folder":

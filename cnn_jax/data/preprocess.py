@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from cnn_jax.data.np_preprocess import DRAWS, stream_key  # noqa: F401 - shared with it
+
 GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R 601, as tf.image.rgb_to_grayscale
-DRAWS = 8  # uniforms per example: scale, crop y, crop x, flip, 3 PCA alphas, 1 spare
 PHILOX = 1  # tf.random.Algorithm.PHILOX
 
 
@@ -48,11 +49,6 @@ def to_channels(image, channels: int):
     image = image[..., :3] if c >= 3 else tf.repeat(image[..., :1], 3, -1)
   image.set_shape([None, None, channels])
   return image
-
-
-def stream_key(seed: int, process_index: int) -> np.ndarray:
-  """The Philox key of one run's process: (1,) uint64 from (seed, process_index)."""
-  return np.random.SeedSequence([seed % 2**63, process_index]).generate_state(1, np.uint64)
 
 
 def draws(key, epoch, first_position, n):

@@ -18,12 +18,18 @@ validation_fraction=0.
 from __future__ import annotations
 
 import hashlib
+import re
 import types
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from cnn_jax.errors import ConfigError
+
+# TFDS's split grammar (tensorflow_datasets/core/splits.py), the part parsed here without
+# importing TFDS: name[from:to] with absolute or percent boundaries, joined by '+'; anything
+# else ('all', shard slices) is handed to TFDS itself.
+_PART = re.compile(r"^(?P<name>[\w-]+)(\[(?P<lo>-?[\d_.]+)?(?P<lo_pct>%)?:"
+                   r"(?P<hi>-?[\d_.]+)?(?P<hi_pct>%)?\])?$")
 
 
 def holdout(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -33,9 +39,41 @@ def holdout(n: int, fraction: float, seed: int) -> np.ndarray:
   return np.sort(perm[:k])
 
 
+def _parse(spec: str, names: dict) -> list[tuple[str, int, int]] | None:
+  """TFDS's absolute instructions for `spec`, as TFDS computes them ('closest' rounding of
+  percentages); None where the spec needs TFDS's own parser (or is wrong: TFDS says how)."""
+  out = []
+  for sub in re.split(r"\s*\+\s*", spec):
+    m = _PART.match(sub)
+    if not m or m["name"] not in names or m["name"] == "all":
+      return None
+    n = names[m["name"]]
+    pct = bool(m["lo_pct"] or m["hi_pct"])
+    if m["lo_pct"] and m["lo"] is None or m["hi_pct"] and m["hi"] is None:
+      return None
+    try:
+      lo, hi = ((None if v is None else float(v) if pct else int(v)) for v in (m["lo"], m["hi"]))
+    except ValueError:
+      return None
+    if pct:  # tfds: _pct_to_abs_closest
+      lo = 0 if lo is None else int(round(lo * n / 100.0))
+      hi = n if hi is None else int(round(hi * n / 100.0))
+    else:
+      lo, hi = (0 if lo is None else lo), (n if hi is None else hi)
+    if abs(lo) > n or abs(hi) > n:
+      return None
+    out.append((m["name"], n + lo if lo < 0 else lo, n + hi if hi < 0 else hi))
+  return out
+
+
 def select(spec: str, key: str, names: dict, dataset: str) -> list[tuple[str, int, int]]:
   """(name, from, to) parts of the TFDS split string `spec` (data.<key>) over `names`
-  ({name: number of examples}); a ConfigError names a split that does not exist."""
+  ({name: number of examples}); a ConfigError names a split that does not exist. The common
+  forms are read here; others (and every mistake, for its message) by TFDS."""
+  parts = _parse(spec, names)
+  if parts is not None:
+    return parts
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   infos = {k: types.SimpleNamespace(num_examples=n, shard_lengths=[n]) for k, n in names.items()}
   try:
     parts = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
@@ -72,3 +110,46 @@ def fingerprint(items) -> str:
     for item in items:
       h.update(str(item).encode() + b"\0")
   return h.hexdigest()
+
+
+class Named:
+  """A dataset's splits by name, each as (its stored split, the indices of its examples):
+  the stored ones, and 'train'/'validation' held in and out of 'train' where
+  data.validation_fraction > 0. `sizes` is {stored split: number of examples}."""
+
+  def __init__(self, sizes: dict, cfg):
+    self.indices = {name: (name, np.arange(n)) for name, n in sizes.items()}
+    self.held_out = None
+    if cfg.validation_fraction > 0:
+      if "validation" in sizes:
+        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
+                          "has its own validation split; set data.validation_fraction=0 to use "
+                          "it")
+      if "train" not in sizes:
+        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
+                          "has no 'train' split to hold a validation split out of; set it to 0")
+      held = holdout(sizes["train"], cfg.validation_fraction, cfg.split_seed)
+      kept = np.setdiff1d(np.arange(sizes["train"]), held, assume_unique=True)
+      self.indices.update(train=("train", kept), validation=("train", held))
+      self.held_out = held
+    self.sizes = {name: len(ix) for name, (_, ix) in self.indices.items()}
+
+  def part(self, spec: str, key: str, dataset: str, index: int, count: int):
+    """[(stored split, sorted indices)] of process `index`'s share of `spec`, and the
+    number of examples in the whole of `spec`."""
+    pieces = [(self.indices[name][0], self.indices[name][1][a:b])
+              for name, a, b in select(spec, key, self.sizes, dataset)]
+    total = sum(len(ix) for _, ix in pieces)
+    lo, hi = share_range(total, index, count)
+    out, start = [], 0
+    for split, ix in pieces:
+      mine = ix[max(lo - start, 0):max(hi - start, 0)]
+      start += len(ix)
+      if len(mine):
+        out.append((split, mine))
+    return out, total
+
+  def fingerprint(self) -> tuple | None:
+    """(count, sha256) of the held-out validation split, or None."""
+    held = self.held_out
+    return None if held is None else (len(held), fingerprint(held))

@@ -127,42 +127,11 @@ def _read(builder, split, cfg, key, image_key, label_key, channels):
   return ds.map(plain(select))
 
 
-class _Splits:
-  """The dataset's splits by name, each as (dataset split, the indices of its examples)."""
-
-  def __init__(self, builder, cfg):
-    sizes = ({name: info.num_examples for name, info in builder.info.splits.items()}
-             or _probe(builder, cfg))
-    self.indices = {name: (name, np.arange(n)) for name, n in sizes.items()}
-    self.held_out = None
-    if cfg.validation_fraction > 0:
-      if "validation" in sizes:
-        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
-                          "has its own validation split; set data.validation_fraction=0 to use "
-                          "it")
-      if "train" not in sizes:
-        raise ConfigError(f"data.validation_fraction={cfg.validation_fraction!r}: {cfg.name} "
-                          "has no 'train' split to hold a validation split out of; set it to 0")
-      held = splits.holdout(sizes["train"], cfg.validation_fraction, cfg.split_seed)
-      kept = np.setdiff1d(np.arange(sizes["train"]), held, assume_unique=True)
-      self.indices.update(train=("train", kept), validation=("train", held))
-      self.held_out = held
-    self.sizes = {name: len(ix) for name, (_, ix) in self.indices.items()}
-
-  def part(self, spec: str, key: str, dataset: str, index: int, count: int):
-    """[(dataset split, sorted indices)] of process `index`'s share of `spec`, and the
-    number of examples in the whole of `spec`."""
-    pieces = [(self.indices[name][0], self.indices[name][1][a:b])
-              for name, a, b in splits.select(spec, key, self.sizes, dataset)]
-    total = sum(len(ix) for _, ix in pieces)
-    lo, hi = splits.share_range(total, index, count)
-    out, start = [], 0
-    for split, ix in pieces:
-      mine = ix[max(lo - start, 0):max(hi - start, 0)]
-      start += len(ix)
-      if len(mine):
-        out.append((split, mine))
-    return out, total
+def _splits(builder, cfg) -> splits.Named:
+  """The dataset's splits by name (splits.Named), with 'validation' held out where asked."""
+  sizes = ({name: info.num_examples for name, info in builder.info.splits.items()}
+           or _probe(builder, cfg))
+  return splits.Named(sizes, cfg)
 
 
 def _probe(builder, cfg) -> dict:
@@ -196,7 +165,7 @@ def load(cfg, channels: int, process_index: int, process_count: int) -> Source:
   builder = _builder(cfg)
   image_key, label_key = _keys(builder, cfg)
   _prepare(builder, cfg)
-  named = _Splits(builder, cfg)
+  named = _splits(builder, cfg)
 
   def read(key, index):
     """This process's share of data.<key>: (dataset, local count, whole count)."""

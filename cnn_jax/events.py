@@ -1,0 +1,39 @@
+"""TensorBoard event files written without TensorFlow: scalars (the scalar dashboard's
+summaries, as tf.summary.scalar writes them) and the HParams dashboard's summary, through
+the tensorboard package's own event-file writer and summary protos.
+
+  w = EventWriter(logdir); w.write_scalars(step, {"loss": 0.5}); w.write_hparams({...})
+"""
+
+from __future__ import annotations
+
+import time
+
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+
+class EventWriter:
+  """One event file in `logdir`, as clu's SummaryWriter (tf.summary) writes it."""
+
+  def __init__(self, logdir: str):
+    self._writer = EventFileWriter(logdir)
+
+  def _add(self, step: int, summary) -> None:
+    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                           summary=summary))
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    for tag, value in scalars.items():
+      self._add(step, scalar_summary.scalar_pb(tag, float(value)))
+
+  def write_hparams(self, hparams: dict) -> None:
+    self._add(0, hparams_summary.hparams_pb(hparams))
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
