@@ -161,6 +161,7 @@ class Steps:
   eval_step: Any    # jitted (state, batch) -> sums
   copied: tuple = ()  # parameters taken from model.init_from (transfer.py)
   total_steps: int = 0  # the length the schedule was built for
+  train_fn: Any = None  # the train step before jax.jit: (state, batch) -> state (stacked.py)
 
 
 def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps) -> Steps:
@@ -180,14 +181,14 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps) 
   state = TrainState.create(params, rest, tx.init(params), optim.plateau_init())
   state_sharding = layout.shardings(state)
   batch_sharding = parallel.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(train_graph, tx, cfg, num_classes, layout),
-                       in_shardings=(state_sharding, batch_sharding),
+  train_fn = make_train_step(train_graph, tx, cfg, num_classes, layout)
+  train_step = jax.jit(train_fn, in_shardings=(state_sharding, batch_sharding),
                        out_shardings=state_sharding, donate_argnums=0)
   eval_step = jax.jit(make_eval_step(eval_graph, num_classes),
                       in_shardings=(state_sharding, batch_sharding),
                       out_shardings=parallel.replicated(mesh))
   return Steps(summary, tx, layout, parallel.place(state, state_sharding), state_sharding,
-               batch_sharding, train_step, eval_step, tuple(copied), total_steps)
+               batch_sharding, train_step, eval_step, tuple(copied), total_steps, train_fn)
 
 
 def prefetch_to_device(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:

@@ -195,16 +195,52 @@ class Run:
       with preemption.catch_signals() as self.stop, jax.set_mesh(self.mesh):
         return self._train(discard_unreadable)
     except Exception as e:
-      kind = workdirs.storage_error(e)
-      if kind:  # a save or a log write failed: stop now, naming it; what is written stays
-        raise UserError(workdirs.storage_message(self.workdir, kind, one_line(e),
-                                                 self.ckpt.complete_steps())) from e
-      raise
+      raise self.storage_error(e) or e
     finally:
       self.lock.release()
 
+  def storage_error(self, e: Exception) -> UserError | None:
+    """The one-line error for `e` where it is a failed save or log write (what is written
+    stays), else None."""
+    kind = workdirs.storage_error(e)
+    if not kind:
+      return None
+    error = UserError(workdirs.storage_message(self.workdir, kind, one_line(e),
+                                               self.ckpt.complete_steps()))
+    error.__cause__ = e
+    return error
+
   def _train(self, discard_unreadable: bool) -> dict:
-    cfg, start_time = self.cfg, time.monotonic()
+    step = self.begin(discard_unreadable)
+    if self.finished is not None:
+      return self.finished
+    try:
+      self.resume_evaluation(step)
+      while step < self.total_steps:
+        batches = self.epoch_batches(step)
+        for batch in batches:
+          self.state = self.train_step(self.state, batch)
+          step += 1
+          self.after_step(step)
+          self.after_step_evaluate(step)
+          if self.stop:
+            raise _EvalStopped()
+          if step == self.total_steps:
+            break
+        batches.close()
+      tested = self.conclude(step)
+    except _EvalStopped:
+      self.stopped(step)
+      raise preemption.Interrupted(self.stop.signum, step, self.workdir) from None
+    return self.record_final(step, tested)
+
+  # The loop's phases, which `stacked.Group` also drives, for several runs in lock-step.
+  def begin(self, discard_unreadable: bool) -> int:
+    """Everything before the first step: the newest checkpoint restored, the log restarted
+    or truncated to it, the run described; returns its step. `self.finished` is the final
+    record of a run already trained to the end (None otherwise)."""
+    cfg, self.start_time = self.cfg, time.monotonic()
+    self.finished = None
     step = self.restore("latest", discard_unreadable)
     if step == 0 and self.is_main:
       self.writer.close()
@@ -233,72 +269,90 @@ class Run:
       if multihost_utils.broadcast_one_to_all(np.int32(final is not None)):  # all agree
         if final is not None:
           self._print(f"already trained to step {step}: {self._describe(final)}")
-        return final or {"step": step}
+        self.finished = final or {"step": step}
+        return step
     if step:
       self._print(f"resuming from the checkpoint at step {step} in {self.workdir}")
       self.writer.truncate_after(step, drop_final=True)
-    self.progress = progress = metrics.Progress(self.total_steps, initial_step=step,
-                                                enabled=self.is_main)
+    self.progress = metrics.Progress(self.total_steps, initial_step=step, enabled=self.is_main)
     self._best = runlog.best_eval(self.workdir)
-    self._clock = clock = TrainClock()
-    last_eval = {}
-    try:
-      if step and self._eval_due(step) and not self._eval_logged(step):
-        last_eval = self._eval_and_adapt(step)  # stopped during this evaluation before
-      while step < self.total_steps:
-        epoch, offset = divmod(step, self.steps_per_epoch)
-        batches = prefetch_to_device(self.ds.train_batches(epoch, offset), self.batch_sharding)
-        with clock.paused():  # an epoch's input starting (its shuffle) is not training time
-          first = list(itertools.islice(batches, 1))
-        # exactly the epoch's batches: its input ending is not waited for inside the loop
-        for batch in itertools.chain(first, itertools.islice(
-            batches, self.steps_per_epoch - offset - 1)):
-          self.state = self.train_step(self.state, batch)
-          step += 1
-          if step in cfg.train.profile_steps:
-            with clock.paused():
-              self._profile(step)
-          if clock.started:
-            clock.add(cfg.train.batch_size)
-          else:  # keep compilation out of the first throughput figure
-            jax.block_until_ready(self.state.step)
-            clock.start()
-          if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
-            jax.block_until_ready(self.state.window)  # time the steps done, not dispatched
-            self.ckpt.check_for_errors()  # a failed background save stops the run here
-            logged = self._log(step, clock.read())
-            progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
-                            images_per_sec=logged["images_per_sec"])
-          saving = step % self.save_every == 0 or step == self.total_steps
-          if self._eval_due(step) or saving:
-            jax.block_until_ready(self.state)  # the steps before count as training time
-          if self._eval_due(step):
-            with clock.paused():
-              last_eval = self._eval_and_adapt(step)
-          if saving:
-            with clock.paused():
-              self._save(step, last_eval if last_eval.get("step") == step else None)
-          if self.stop:
-            raise _EvalStopped()
-          if step == self.total_steps:
-            break
-        with clock.paused():
-          batches.close()  # and not when it is closed
-      progress.close()
-      if last_eval.get("step") != step:  # e.g. killed after the last checkpoint, before the end
-        last_eval = self._eval_and_adapt(step)
-      self._check_finite()
-      tested = self._test(step)
-    except _EvalStopped:
-      progress.close()
-      self._save(step, None)
-      self.ckpt.wait()
-      self.writer.close()
-      raise preemption.Interrupted(self.stop.signum, step, self.workdir) from None
-    final = {k: v for k, v in last_eval.items() if k != "step"}
+    self.clock, self.last_eval = TrainClock(), {}
+    return step
+
+  def resume_evaluation(self, step: int) -> None:
+    """The evaluation at `step` where an earlier session stopped during it."""
+    if step and self._eval_due(step) and not self._eval_logged(step):
+      self.last_eval = self._eval_and_adapt(step)
+
+  def epoch_batches(self, step: int):
+    """The device batches from `step` to the end of its epoch (its input starting and
+    ending not counted as training time); close it when leaving the epoch early."""
+    epoch, offset = divmod(step, self.steps_per_epoch)
+    batches = prefetch_to_device(self.ds.train_batches(epoch, offset), self.batch_sharding)
+    with self.clock.paused():  # an epoch's input starting (its shuffle) is not training time
+      first = list(itertools.islice(batches, 1))
+    try:  # exactly the epoch's batches: its input ending is not waited for inside the loop
+      yield from itertools.chain(first, itertools.islice(
+          batches, self.steps_per_epoch - offset - 1))
+    finally:
+      with self.clock.paused():
+        batches.close()  # and not when it is closed
+
+  def after_step(self, step: int) -> None:
+    """After the step that reached `step`: the profile, the clock and the log."""
+    cfg, clock = self.cfg, self.clock
+    if step in cfg.train.profile_steps:
+      with clock.paused():
+        self._profile(step)
+    if clock.started:
+      clock.add(cfg.train.batch_size)
+    else:  # keep compilation out of the first throughput figure
+      jax.block_until_ready(self.state.step)
+      clock.start()
+    if step % cfg.train.log_every_steps == 0 or step == self.total_steps:
+      jax.block_until_ready(self.state.window)  # time the steps done, not dispatched
+      self.ckpt.check_for_errors()  # a failed background save stops the run here
+      logged = self._log(step, clock.read())
+      self.progress.update(step, loss=logged.get("loss", math.nan), lr=logged["lr"],
+                           images_per_sec=logged["images_per_sec"])
+
+  def after_step_evaluate(self, step: int) -> None:
+    """After `after_step`: the evaluation and the checkpoint where due (a stop signal during
+    the evaluation raises _EvalStopped)."""
+    saving = step % self.save_every == 0 or step == self.total_steps
+    if self._eval_due(step) or saving:
+      jax.block_until_ready(self.state)  # the steps before count as training time
+    if self._eval_due(step):
+      with self.clock.paused():
+        self.last_eval = self._eval_and_adapt(step)
+    if saving:
+      with self.clock.paused():
+        self._save(step, self.last_eval if self.last_eval.get("step") == step else None)
+
+  def conclude(self, step: int) -> dict:
+    """After the last step: the evaluation at the end (if not done) and the test."""
+    self.progress.close()
+    if self.last_eval.get("step") != step:  # e.g. killed after the last checkpoint
+      self.last_eval = self._eval_and_adapt(step)
+    self._check_finite()
+    return self._test(step)
+
+  def stopped(self, step: int) -> None:
+    """On a stop signal: the checkpoint of `step` saved and the logs closed."""
+    self.progress.close()
+    self._save(step, None)
+    self.ckpt.wait()
+    self.writer.close()
+
+  def record_final(self, step: int, tested: dict) -> dict:
+    """The final record (the last evaluation, the test, params_sha256, ...) written and
+    returned; the curves plotted; the checkpoints closed."""
+    cfg, s = self.cfg, self.summary
+    final = {k: v for k, v in self.last_eval.items() if k != "step"}
     final.update(tested)
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
-                 wall_time_s=time.monotonic() - start_time, train_examples=self.ds.num_train,
+                 wall_time_s=time.monotonic() - self.start_time,
+                 train_examples=self.ds.num_train,
                  params_sha256=checkpoint.fingerprint(self.state.params), **self.run_info())
     if cfg.train.skip_nonfinite:
       final["skipped_steps"] = int(jax.device_get(self.state.nonfinite))

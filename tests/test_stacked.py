@@ -1,0 +1,152 @@
+"""Stacked groups (cnn_jax/stacked.py): several runs in one program, each ending bitwise
+equal to the same run trained alone, with its own complete work directory and resume."""
+
+import os
+import signal
+
+import pytest
+import tensorflow_datasets as tfds
+
+from cnn_jax import config, metrics, preemption, stacked, train
+from cnn_jax.errors import UserError
+from helpers import load_config
+
+
+@pytest.fixture
+def mock_fashion_mnist():
+  with tfds.testing.mock_data(num_examples=48):
+    yield
+
+
+def tiny(seed=0, steps=6, **overrides):
+  """The small CNN at width 0.125 for a few steps of 16 on mock Fashion-MNIST (3 steps an
+  epoch), evaluated and saved every 2."""
+  cfg = load_config("simple_cnn.py", "base")
+  cfg.seed = seed
+  cfg.model.width = 0.125
+  cfg.train.batch_size = 16
+  cfg.train.eval_batch_size = 16
+  cfg.train.steps = steps
+  cfg.train.eval_every_steps = 2
+  cfg.train.log_every_steps = 1
+  cfg.data.manual_dir = ""
+  for key, value in overrides.items():
+    group, name = key.split(".")
+    cfg[group][name] = value
+  return config.validate(cfg)
+
+
+def records(workdir):
+  return metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+def untimed(rows):
+  """metrics.jsonl without what depends on the clock."""
+  drop = {"images_per_sec", "time", "wall_time_s"}
+  return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+CONFIGS = (lambda: tiny(0), lambda: tiny(1), lambda: tiny(2, **{"optim.lr": 3e-3}))
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+  """Each run of CONFIGS trained by itself: its final record and untimed log."""
+  root = tmp_path_factory.mktemp("alone")
+  with tfds.testing.mock_data(num_examples=48):
+    out = []
+    for i, make in enumerate(CONFIGS):
+      final = train.train(make(), str(root / f"run{i}"))
+      out.append((final, untimed(records(root / f"run{i}"))))
+  return out
+
+
+def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(mock_fashion_mnist,
+                                                                  tmp_path, alone):
+  dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
+  finals = stacked.train_group([make() for make in CONFIGS], dirs)
+  for (want, want_rows), final, wd in zip(alone, finals, dirs):
+    assert final["params_sha256"] == want["params_sha256"]
+    for key in ("eval_top1", "eval_loss", "test_top1", "test_loss", "best_step", "step"):
+      assert final[key] == want[key], key
+    assert untimed(records(wd)) == want_rows  # every log line, evaluation and the final one
+    for name in ("config.json", "curves.png", "tensorboard"):
+      assert os.path.exists(os.path.join(wd, name))
+    assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [2, 4, 6]
+  # The runs differ (seeds, a learning rate): equality above is not of one run thrice.
+  assert len({f["params_sha256"] for f in finals}) == len(CONFIGS)
+  # Started again, a finished group reports the results and trains nothing.
+  again = stacked.train_group([make() for make in CONFIGS], dirs)
+  assert [a["params_sha256"] for a in again] == [f["params_sha256"] for f in finals]
+
+
+def test_a_stopped_group_resumes_each_run_from_its_own_checkpoint(mock_fashion_mnist,
+                                                                 tmp_path, alone):
+  dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
+  runs = [train.Run(make(), wd) for make, wd in zip(CONFIGS, dirs)]
+  group = stacked.Group(runs)
+  program, calls = group.program, [0]
+
+  def stop_in_the_third(members):  # SIGTERM during the 3rd group step
+    step = program(members)
+
+    def wrapped(states, batches):
+      calls[0] += 1
+      if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step(states, batches)
+    return wrapped
+  group.program = stop_in_the_third
+  with pytest.raises(preemption.Interrupted) as e:
+    group.train()
+  assert e.value.step == 3 and e.value.exit_status == 128 + signal.SIGTERM
+  assert [r.ckpt.latest_step() for r in runs] == [3, 3, 3]
+  assert not any(r.get("final") for wd in dirs for r in records(wd))
+  # As if a SIGKILL had caught the group between two runs' saves: the second run one
+  # checkpoint behind (the laggard trains alone to the others' step, then all together).
+  behind = os.path.join(dirs[1], "checkpoints")
+  for step in os.listdir(behind):
+    if int(step) == 3:
+      import shutil
+      shutil.rmtree(os.path.join(behind, step))
+  finals = stacked.train_group([make() for make in CONFIGS], dirs)
+  for (want, want_rows), final, wd in zip(alone, finals, dirs):
+    assert final["params_sha256"] == want["params_sha256"]
+    assert untimed(records(wd)) == want_rows
+
+
+def test_groups_stack_only_runs_that_differ_in_stackable_values():
+  base = stacked.flat(tiny(0))
+  configs = {"a": base, "b": {**base, "seed": 1, "optim.lr": 0.5},
+             "wide": {**base, "model.width": 0.25},
+             "c": {**base, "seed": 2, "data.seed": 7}}
+  assert stacked.groups(configs) == [["a", "b", "c"], ["wide"]]
+  assert stacked.groups(configs, size=2) == [["a", "b"], ["wide"], ["c"]]
+  why = stacked.reason(base, configs["wide"])
+  assert "model.width (0.125 against 0.25)" in why and "seed" in why
+  assert stacked.reason(base, {**base, "train.batch_size": 32}).startswith(
+      "they differ in train.batch_size")
+
+
+def test_a_group_refuses_runs_that_cannot_stack(mock_fashion_mnist, tmp_path):
+  a = train.Run(tiny(0), str(tmp_path / "a"))
+  b = train.Run(tiny(0, **{"model.width": 0.25}), str(tmp_path / "b"))
+  c = train.Run(tiny(1, steps=4), str(tmp_path / "c"))
+  try:
+    with pytest.raises(UserError, match="model.width"):
+      stacked.Group([a, b])
+    with pytest.raises(UserError, match="train.steps"):
+      stacked.Group([a, c])
+  finally:
+    for run in (a, b, c):
+      run.close()
+
+
+def test_parse_run_reads_run_py_train_arguments(tmp_path):
+  cfg, workdir = stacked.parse_run(["--config=configs/simple_cnn.py", f"--workdir={tmp_path}",
+                                    "--config.seed=3", "--config.optim.lr=0.002",
+                                    "--config.model.input_shape=(28, 28, 1)"])
+  assert (cfg.seed, cfg.optim.lr, workdir) == (3, 0.002, str(tmp_path))
+  with pytest.raises(UserError, match="no_such"):
+    stacked.parse_run(["--config=configs/simple_cnn.py", "--workdir=x",
+                       "--config.no_such=1"])
