@@ -85,6 +85,8 @@ def command_line_error(e: BaseException, argv: list[str]) -> str:
   nothing of ours but the config file itself, so any failure there is the user's to fix."""
   lines = [ln for ln in (str(e.args[0]) if e.args else str(e)).strip().splitlines() if ln]
   first = lines[0] if lines else type(e).__name__
+  if "Error whilst parsing config file" in first and len(lines) > 1:  # the config's own error,
+    return f"{first.split(': Error whilst')[0]}: {lines[-1].strip()}"  # last in the traceback
   if isinstance(e, SyntaxError):
     return f"{e.filename} line {e.lineno}: {e.msg}; fix the config file"
   if isinstance(e, (AttributeError, KeyError)) and not _config_frame(e, argv):

@@ -8,12 +8,8 @@ its own process, the frameworks alternating (cnn_jax, torch, keras, cnn_jax, ...
 
   .venv/bin/python benchmarks/peers.py [--cases=simple_cnn,lenet5] [--repeats=2] \\
       [--seconds=10] [--json_out=PATH] [--params_only]
-  .venv/bin/python benchmarks/peers.py --main_job [--main_job_rounds=1]
-  .venv/bin/python benchmarks/peers.py --main_job_keras [--max_epochs=N]
 
---main_job times the main job to 91% Fashion-MNIST test accuracy both ways, one process after
-the other: `python run.py` (its eval record's unix time minus the launch) and Keras model.fit
-with the same model, batch, optimiser and schedule (--main_job_keras, from its process start).
+Time to accuracy of the main job against Keras: benchmarks/time_to_accuracy.py.
 
 cnn_jax is timed by `run.py bench --json` (its `train_images_per_sec`); the parameter counts
 of the torch and Keras models are asserted equal to `run.py summary --json`'s.
@@ -21,24 +17,21 @@ of the torch and Keras models are asserted equal to `run.py summary --json`'s.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
 import time
+from functools import partial
 
-START = time.monotonic()  # --main_job_keras reports its wall time from here (process start)
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import itertools  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from functools import partial  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("cnn_jax", "torch", "keras")
@@ -545,147 +538,20 @@ def params_table(results: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# --main_job_keras: the small CNN on real Fashion-MNIST, to 91% test accuracy.
-
-def fashion_mnist():
-  """(x_train, y_train, x_test, y_test) as cnn_jax preprocesses them: [0, 1], then minus the
-  per-channel mean and over the per-channel std of the first 10,000 training images."""
-  import tensorflow_datasets as tfds
-  builder = tfds.builder("fashion_mnist", data_dir=None)
-  if not builder.is_prepared():  # as cnn_jax prepares it, from its vendored files, offline
-    vendored = os.path.join(REPO, "cnn_jax", "data", "vendor", "fashion_mnist")
-    builder.download_and_prepare(
-        download_dir=os.path.join(os.path.expanduser(tfds.core.constants.DATA_DIR),
-                                  "downloads", "fashion_mnist"),
-        download_config=tfds.download.DownloadConfig(manual_dir=vendored))
-  data = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1,
-                                          as_supervised=True))
-  (x_train, y_train), (x_test, y_test) = data
-  x_train, x_test = x_train.astype(np.float32) / 255.0, x_test.astype(np.float32) / 255.0
-  sample = x_train[:10000].astype(np.float64).reshape(-1, x_train.shape[-1])
-  mean, std = sample.mean(0), sample.std(0)
-  norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
-  return norm(x_train), y_train, norm(x_test), y_test
-
-
-def main_job_keras(args) -> None:
-  os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-  import keras
-  import tensorflow as tf
-  case, epochs, target = CASES["simple_cnn"], 12, 0.91
-  keras.utils.set_random_seed(0)
-  x_train, y_train, x_test, y_test = fashion_mnist()
-  print(f"Fashion-MNIST loaded, {time.monotonic() - START:.1f} s since process start", flush=True)
-  steps = len(x_train) // case.batch  # whole batches, as cnn_jax
-  train = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=0)
-           .batch(case.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-  model = keras_model(case, init="he_normal")  # cnn_jax: He normal, LeCun normal output
-  lr = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=epochs * steps)
-  jit = args.keras_jit == "on"  # off by default: the faster for simple_cnn in the benchmark
-  model.compile(keras_optimiser(case, lr), keras.losses.SparseCategoricalCrossentropy(
-      from_logits=True), metrics=["accuracy"], jit_compile=jit)
-  reached = {}
-
-  class Target(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-      acc, wall = logs["val_accuracy"], time.monotonic() - START
-      print(f"epoch {epoch + 1}: test accuracy {acc:.4f}, loss {logs['val_loss']:.4f}, "
-            f"{wall:.1f} s since process start", flush=True)
-      if acc >= target and not reached:
-        reached.update(epoch=epoch + 1, wall_s=wall, accuracy=acc)
-        self.model.stop_training = True
-
-  model.fit(train, epochs=min(epochs, args.max_epochs), validation_data=(x_test, y_test),
-            validation_batch_size=1000, callbacks=[Target()], shuffle=False, verbose=0)
-  if reached:
-    print(f"Keras (jit_compile={jit}) reached {reached['accuracy']:.4f} >= {target} test "
-          f"accuracy at epoch {reached['epoch']}, {reached['wall_s']:.1f} s from process start")
-  else:
-    print(f"Keras (jit_compile={jit}) did not reach {target} test accuracy in "
-          f"{min(epochs, args.max_epochs)} epochs ({time.monotonic() - START:.1f} s)")
-
-
-def _first_at(path: str, target: float, launch: float) -> dict | None:
-  """The first evaluation in metrics.jsonl at `path` with test top-1 >= target, if any."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip().endswith("}")]
-  for r in records:
-    if r.get("eval_top1", 0.0) >= target and "time" in r:
-      return {"epoch": r["epoch"], "accuracy": r["eval_top1"], "wall_s": r["time"] - launch}
-  return None
-
-
-def cnn_jax_main_job(target: float = 0.91, timeout: float = 1800.0) -> dict:
-  """`python run.py` (the main job) in a fresh work directory; seconds from launch to the first
-  evaluation at `target` test accuracy, read from its metrics.jsonl. Stopped once reached."""
-  import tempfile
-  with tempfile.TemporaryDirectory(prefix="cnn_jax_main_job_") as workdir:
-    path, log = os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "stderr.txt")
-    launch = time.time()
-    with open(log, "w") as err:  # a file, not a pipe: a full pipe would stall the run
-      proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"),
-                               f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=err)
-    reached = None
-    try:
-      while reached is None and proc.poll() is None and time.time() - launch < timeout:
-        time.sleep(0.5)
-        reached = _first_at(path, target, launch)
-      reached = reached or _first_at(path, target, launch)  # it may have ended at the target
-    finally:
-      if proc.poll() is None:
-        proc.terminate()
-        proc.wait()
-    if reached is None:
-      with open(log) as f:
-        raise RuntimeError(f"run.py did not reach {target} test accuracy (exit "
-                           f"{proc.returncode}): {f.read()[-500:]}")
-  return reached
-
-
-def keras_main_job() -> dict:
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--main_job_keras"],
-                       cwd=REPO, capture_output=True, text=True, check=True).stdout
-  m = re.search(r"reached ([\d.]+) >= [\d.]+ test accuracy at epoch (\d+), ([\d.]+) s", out)
-  if not m:
-    raise RuntimeError(f"Keras did not reach the target: {out[-500:]}")
-  return {"epoch": int(m.group(2)), "accuracy": float(m.group(1)), "wall_s": float(m.group(3))}
-
-
-def main_job(args) -> None:
-  """Both main jobs, alternating for --main_job_rounds rounds, and their ratio."""
-  for r in range(args.main_job_rounds):
-    mine, keras = cnn_jax_main_job(), keras_main_job()
-    print(f"round {r + 1}: cnn_jax {mine['wall_s']:.1f} s to {mine['accuracy']:.4f} (epoch "
-          f"{mine['epoch']:g}); Keras model.fit {keras['wall_s']:.1f} s to "
-          f"{keras['accuracy']:.4f} (epoch {keras['epoch']}); cnn_jax / Keras = "
-          f"{mine['wall_s'] / keras['wall_s']:.2f}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
-  p.add_argument("--repeats", type=int, default=2, help="rounds of jax, torch, keras")
+  p.add_argument("--repeats", type=int, default=3, help="rounds of jax, torch, keras (median)")
   p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
   p.add_argument("--min_steps", type=int, default=5, help="timed steps at least")
   p.add_argument("--keras_jit", choices=("auto", "on", "off"), default="auto",
-                 help="Keras jit_compile: auto times both and keeps the faster "
-                      "(--main_job_keras: auto is off)")
+                 help="Keras jit_compile: auto times both and keeps the faster")
   p.add_argument("--json_out", help="also write the results here")
   p.add_argument("--params_only", action="store_true",
                  help="only build the models and compare parameter counts")
   p.add_argument("--timeout", type=float, default=1800.0, help="seconds per subprocess")
-  p.add_argument("--main_job_keras", action="store_true",
-                 help="train the small CNN on Fashion-MNIST with Keras to 91%% test accuracy")
-  p.add_argument("--max_epochs", type=int, default=12, help="--main_job_keras: at most")
-  p.add_argument("--main_job", action="store_true",
-                 help="time the main job to 91%% test accuracy with cnn_jax and with Keras")
-  p.add_argument("--main_job_rounds", type=int, default=1, help="--main_job: rounds")
   p.add_argument("--worker", choices=("torch", "keras"), help=argparse.SUPPRESS)
   p.add_argument("--case", help=argparse.SUPPRESS)
   return p.parse_args(argv)
@@ -693,10 +559,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if args.main_job_keras:
-    return main_job_keras(args)
-  if args.main_job:
-    return main_job(args)
   if args.worker:  # one measurement, printed as one JSON line
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     case = CASES[args.case]

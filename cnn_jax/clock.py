@@ -23,7 +23,7 @@ class TrainClock:
     self.now = now
     self.started = False
     self._images, self._since, self._paused = 0, now(), 0.0
-    self._made, self._all_paused = self._since, 0.0
+    self._made, self._all_paused, self._pause_begun = self._since, 0.0, None
 
   def start(self) -> None:
     self.started = True
@@ -34,17 +34,19 @@ class TrainClock:
 
   @contextlib.contextmanager
   def paused(self):
-    begun = self.now()
+    begun = self._pause_begun = self.now()
     try:
       yield
     finally:
       pause = self.now() - begun
       self._paused += pause
       self._all_paused += pause
+      self._pause_begun = None
 
   def training_seconds(self) -> float:
-    """Seconds of training since the clock was made (pauses left out)."""
-    return self.now() - self._made - self._all_paused
+    """Seconds of training since the clock was made, pauses (the one under way too) left out."""
+    ongoing = self.now() - self._pause_begun if self._pause_begun is not None else 0.0
+    return self.now() - self._made - self._all_paused - ongoing
 
   def read(self) -> float:
     """Images per second of training time since the last read (or start); starts anew."""

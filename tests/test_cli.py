@@ -39,7 +39,8 @@ def test_no_command_trains_the_main_job(tmp_path):
           "--config.data.train_split=train[:1%]", "--config.data.eval_split=test[:1%]")
   assert r.returncode == 0, r.stderr
   assert "simple_cnn 'base' on fashion_mnist: 333,526 parameters" in r.stdout
-  assert "540 training images" in r.stdout  # 1% of the 54,000 left beside the validation split and "done: step 3" in r.stdout
+  assert "540 training images" in r.stdout  # 1% of the 54,000 left beside the validation split
+  assert "done: step 3" in r.stdout
   assert os.path.exists(tmp_path / "checkpoints" / "3")
 
 
@@ -54,6 +55,7 @@ def test_no_command_trains_the_main_job(tmp_path):
     (["summary", "--config=configs/vgg.py:A", "--config.model.norm=layernorm"],
      ["model.norm='layernorm'", "batchnorm"]),
     (["sumary"], ["unknown command", "summary"]),
+    (["summary", "--config=configs/simple_cnn.py:nope"], ["no such variant", "base, fast"]),
 ])
 def test_bad_input_gets_one_line_error_and_exit_2(args, words):
   r = run(*args)

@@ -28,12 +28,14 @@ def test_throughput_leaves_out_evaluations_and_checkpoints():
     if log in (1, 3):  # an evaluation, then a checkpoint write, between two logs
       with clock.paused():
         now.t += 12.0
+        during = clock.training_seconds()  # as the evaluation's record is written
       with clock.paused():
         now.t += 3.0
     rates.append(clock.read())
   assert all(abs(r / 6400 - 1) < 0.1 for r in rates), rates  # within 10% of the steady rate
   # the training seconds: the compilation and the 60 steps, not the 30 s of pauses
   assert abs(clock.training_seconds() - (7.0 + 60 * 0.02)) < 1e-9
+  assert abs(during - (7.0 + 40 * 0.02)) < 1e-9  # the last evaluation, after 40 steps
 
 
 class Terminal(io.StringIO):
