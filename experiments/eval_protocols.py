@@ -7,9 +7,11 @@ experiments/results/eval_protocols_small/table.md:
   vgg_s32      VGG A at 1/4 width, 32x32 input, trained at a single scale S = 32 (the 28x28
                images resized so their shorter side is 32), random 32x32 crops (none: the
                image is the crop) and flips;
-  vgg_jitter   the same, trained with scale jittering S in [32, 64] (VGG Sec. 3.1) and random
-               32x32 crops: at Q in {32, 48, 64} the crops are parts of the image, as at
-               VGG's 224 crops of Q in {256, 384, 512};
+  vgg_jitter   the same, trained with scale jittering S in [32, 64] and random 32x32 crops, as
+               VGG Sec. 3.1 trained its multi-scale models: "by fine-tuning all layers of a
+               single-scale model with the same configuration" (here vgg_s32's checkpoint,
+               every layer copied); at Q in {32, 48, 64} the crops are parts of the image, as
+               at VGG's 224 crops of Q in {256, 384, 512};
   alexnet      AlexNet at 1/8 width, 67x67 input, images resized to 76 (AlexNet's 256 for 227
                crops), random 67x67 crops and flips.
 
@@ -49,8 +51,9 @@ def load_config(arg: str, file: str):
   return module.get_config(arg)
 
 
-def run_configs(smoke: bool) -> dict:
-  """{name: (config, description)} of the three runs."""
+def run_configs(smoke: bool, workdir: str) -> dict:
+  """{name: (config, description)} of the three runs, in the order they train (vgg_jitter
+  starts from vgg_s32's checkpoint in `workdir`)."""
   from cnn_jax import config
   out = {}
   for name, jitter in (("vgg_s32", None), ("vgg_jitter", (32, 64))):
@@ -59,11 +62,13 @@ def run_configs(smoke: bool) -> dict:
     p.pad, p.random_crop, p.flip = 0, True, True
     if jitter:
       p.scale_jitter = jitter
+      cfg.model.init_from = os.path.join(workdir, "vgg_s32")
+      cfg.model.init_from_layers = "all"
     else:
       p.resize = 32
     cfg.model.init = "he"
-    out[name] = cfg, (f"VGG A (1/4 width), train S = {jitter[0]}-{jitter[1]} (jittered)"
-                      if jitter else "VGG A (1/4 width), train S = 32")
+    out[name] = cfg, (f"VGG A (1/4 width), train S = {jitter[0]}-{jitter[1]} (jittered), "
+                      "fine-tuned from the S = 32 model" if jitter else "VGG A (1/4 width), train S = 32")
   cfg = load_config("small", "alexnet.py")
   p = cfg.data.preprocess
   p.resize, p.random_crop = ALEXNET_Q, True
@@ -188,7 +193,7 @@ def main() -> None:
     import tensorflow_datasets as tfds
     mock = tfds.testing.mock_data(num_examples=48)
   with mock:
-    runs = run_configs(args.smoke)
+    runs = run_configs(args.smoke, args.workdir)
     dirs = {name: os.path.join(args.workdir, name) for name in runs}
     for name, (cfg, _) in runs.items():
       train.train(cfg, dirs[name])  # a finished run only reports its result
