@@ -47,7 +47,7 @@ class Run:
     reads the checkpoints and writes only its result."""
     assert mode in ("train", "eval"), mode
     self.cfg, self.workdir, self.mode = cfg, workdir, mode
-    self._clock = None  # the loop's TrainClock while it runs
+    self.clock = None  # the loop's TrainClock while it runs
     self.is_main = jax.process_index() == 0
     self.lock = workdirs.Lock(workdir)
     workdirs.check_writable(workdir)
@@ -439,7 +439,7 @@ class Run:
       self.state = self._set_plateau(self.state, plateau, np.float32(scale))
     # unix time, so time-to-accuracy can be read off against any start (process, job), and
     # this process's seconds of training so far (evaluations and checkpoints left out)
-    clock = self._clock
+    clock = self.clock
     self.writer.write(step, {**result, "epoch": step / self.steps_per_epoch, "time": time.time(),
                              **({"train_s": clock.training_seconds()} if clock else {})})
     if result["eval_top1"] > self._best[0]:

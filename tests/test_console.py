@@ -86,3 +86,8 @@ def test_profile_steps_write_a_trace_and_evaluations_print_a_line(tmp_path, caps
   evals = [ln for ln in err.splitlines() if ln.startswith("validation at step")]
   assert [ln.split(" (")[0] for ln in evals] == ["validation at step 2", "validation at step 4"]
   assert all("top-1" in ln and "top-5" in ln and "best top-1" in ln for ln in evals)
+  import json
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  seconds = [r["train_s"] for r in records if "eval_top1" in r and not r.get("final")]
+  assert len(seconds) == 2 and 0 < seconds[0] < seconds[1]  # training time, growing
