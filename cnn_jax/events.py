@@ -1,14 +1,23 @@
 """TensorBoard event files written without TensorFlow: scalars (the scalar dashboard's
 summaries, as tf.summary.scalar writes them) and the HParams dashboard's summary, through
-the tensorboard package's own event-file writer and summary protos.
+the tensorboard package's own event-file writer and summary protos. TensorBoard's writer
+reaches its file system through `tensorboard.compat.tf`, which imports TensorFlow where it is
+installed, unless the module `tensorboard.compat.notf` exists (TensorBoard's TensorFlow-free
+build): that module is set here while TensorFlow is not loaded, so the stub serves instead.
 
   w = EventWriter(logdir); w.write_scalars(step, {"loss": 0.5}); w.write_hparams({...})
 """
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 
+if "tensorflow" not in sys.modules:
+  sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary

@@ -13,7 +13,10 @@ Importing cnn_jax changes nothing in the process. `run.py` (and each benchmark s
 3. JAX's persistent compilation cache: compiled steps are kept in
    `$XDG_CACHE_HOME/cnn_jax/jax` (default `~/.cache/cnn_jax/jax`), so a resumed run, the next
    run of a study or the next session does not compile the same step again. Set
-   JAX_COMPILATION_CACHE_DIR to move it, or to '' to turn it off.
+   JAX_COMPILATION_CACHE_DIR to move it, or to '' to turn it off. Every compilation is kept,
+   not only those over JAX's default second (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+   unless set): the dozen small ones of a model's initialisation take 0.5 s to compile and
+   milliseconds to read (benchmarks/startup.py).
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ def configure(environ: MutableMapping[str, str] = os.environ, reexec: bool = Tru
 
 
 def compilation_cache(environ: MutableMapping[str, str] = os.environ) -> str:
-  """Sets JAX_COMPILATION_CACHE_DIR to the default cache unless it is set (to '' for none);
-  returns the directory in use ('' for none)."""
+  """Sets JAX_COMPILATION_CACHE_DIR to the default cache unless it is set (to '' for none),
+  and with a cache, keeps every compilation in it; returns the directory in use ('' for
+  none)."""
   if "JAX_COMPILATION_CACHE_DIR" not in environ:
     root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(root, "cnn_jax", "jax")
+  if environ["JAX_COMPILATION_CACHE_DIR"]:
+    environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   return environ["JAX_COMPILATION_CACHE_DIR"]

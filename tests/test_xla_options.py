@@ -79,3 +79,15 @@ def test_the_compilation_cache_is_persistent_by_default_and_movable(tmp_path):
   subprocess.run([sys.executable, "-c", code], env=environ, cwd=ROOT, check=True,
                  capture_output=True)
   assert os.listdir(tmp_path / "cnn_jax" / "jax")
+
+
+def test_the_compilation_cache_keeps_every_compilation_unless_told():
+  from cnn_jax import startup
+  env = {"JAX_COMPILATION_CACHE_DIR": "/c"}
+  startup.compilation_cache(env)
+  assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+  env = {"JAX_COMPILATION_CACHE_DIR": "/c", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
+  startup.compilation_cache(env)
+  assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "2"
+  env = {"JAX_COMPILATION_CACHE_DIR": ""}
+  assert startup.compilation_cache(env) == "" and len(env) == 1
