@@ -93,6 +93,10 @@ class Study:
   tune: dict | None = None
   tune_seed: int = 0
   budget_flops: float | None = None  # train.flops of every arm that does not set its own
+  # Train runs that differ only in seeds or shape-keeping values (cnn_jax.stacked) as one
+  # stacked group where they are ready together; None: where measured faster
+  # (study_runner.STACKED_CONFIGS).
+  stack: bool | None = None
 
   def __post_init__(self):
     if self.scaling not in (None, *SCALINGS):
@@ -229,11 +233,15 @@ def _value(v) -> str:
   return repr(tuple(v)) if isinstance(v, (tuple, list)) else str(v)
 
 
+def train_args(run: dict, workdir: str) -> list[str]:
+  """The arguments of one run's run.py train command, after `train`."""
+  return [f"--config={run['config']}", f"--workdir={workdir}",
+          *[f"--config.{k}={_value(v)}" for k, v in run["overrides"].items()]]
+
+
 def command(run: dict, workdir: str) -> list[str]:
   """The run.py train command of one run."""
-  return [sys.executable, os.path.join(ROOT, "run.py"), "train", f"--config={run['config']}",
-          f"--workdir={workdir}",
-          *[f"--config.{k}={_value(v)}" for k, v in run["overrides"].items()]]
+  return [sys.executable, os.path.join(ROOT, "run.py"), "train", *train_args(run, workdir)]
 
 
 def finished(workdir: str) -> bool:

@@ -16,18 +16,31 @@ XLA_FLAGS it would inherit: an option already named there is left as set, and
 them, as for any run. With k = 1 nothing is set. A run whose work directory already records a
 data.threads (it began in another session) keeps that value, so that the trainer's config check
 lets it resume whatever --processes is now.
+
+Stacking. Where a study stacks (`Study.stack`; by default the runs of STACKED_CONFIGS), the
+runs ready together that differ only in seeds or shape-keeping values (`cnn_jax.stacked`: an
+arm's seeds, its tuning grid of learning rates) train as one group, one child `python -m
+cnn_jax.stacked` taking one of the k places, at most `max_group` runs a group. The group's
+output goes to its first run's log.txt (the others' say where). A group that fails (not by a
+signal) leaves its unfinished runs to be started again one by one, so that a run that fails
+fails alone, naming its own reason.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 
-from cnn_jax import metrics, study as studies, tuning
+from cnn_jax import metrics, stacked, study as studies, tuning
 from cnn_jax import workdir as workdirs
 
 XLA_THREAD_OPTIONS = ("xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
+# The configs whose runs stack unless a study says otherwise: where benchmarks/stacked.py
+# measured a group faster than its runs one after another (README, "Studies").
+STACKED_CONFIGS = ("configs/simple_cnn.py",)
 
 
 def available_cores() -> int:
@@ -68,14 +81,36 @@ def _recorded_threads(workdir: str):
   return ((workdirs.recorded_config(workdir) or {}).get("data") or {}).get("threads")
 
 
-def child_command(run: dict, workdir: str, threads: int | None) -> list[str]:
-  """study.command for the run, with --config.data.threads set as the module docstring says."""
+def with_threads(run: dict, workdir: str, threads: int | None) -> dict:
+  """The run with --config.data.threads set as the module docstring says."""
   if "data.threads" not in run["overrides"]:
     recorded = _recorded_threads(workdir)
     value = recorded if isinstance(recorded, int) else threads
     if value is not None:
       run = {**run, "overrides": {**run["overrides"], "data.threads": value}}
-  return studies.command(run, workdir)
+  return run
+
+
+def child_command(run: dict, workdir: str, threads: int | None) -> list[str]:
+  """study.command for the run, with --config.data.threads set as the module docstring says."""
+  return studies.command(with_threads(run, workdir, threads), workdir)
+
+
+def group_command(members: list[tuple[dict, str]], threads: int | None) -> list[str]:
+  """The `python -m cnn_jax.stacked` command of the runs [(run, work directory)]."""
+  return [sys.executable, "-m", "cnn_jax.stacked", json.dumps(
+      [studies.train_args(with_threads(run, wd, threads), wd) for run, wd in members])]
+
+
+def stacks(study, run: dict) -> bool:
+  """Whether `run` of `study` may train in a stacked group (module docstring)."""
+  return study.stack if study.stack is not None else run["config"] in STACKED_CONFIGS
+
+
+def stackable(a: dict, b: dict) -> bool:
+  """Whether two runs' configs (file and overrides) differ only in stackable values."""
+  return stacked.reason({"config": a["config"], **a["overrides"]},
+                        {"config": b["config"], **b["overrides"]}) is None
 
 
 def _path(value: str) -> str:
@@ -113,12 +148,15 @@ def ready(study, run: dict, study_dir: str) -> bool:
 class _Runner:
   """The state of one `run_local`: the runs running, failed (with their one-line reason)."""
 
-  def __init__(self, study, study_dir: str, processes: int, cores: int | None):
+  def __init__(self, study, study_dir: str, processes: int, cores: int | None,
+               max_group: int | None = None):
     self.study, self.study_dir, self.processes = study, study_dir, processes
     self.threads = threads_per_run(processes, cores)
     self.workdirs = _workdirs(study, study_dir)
-    self.active: dict[str, tuple] = {}
+    self.max_group = max_group
+    self.active: dict[str, tuple] = {}  # first run's name -> (log, process, start, names)
     self.failed: dict[str, str] = {}
+    self.alone: set[str] = set()  # runs of a group that failed: started again one by one
 
   def fail(self, name: str, reason: str) -> None:
     self.failed[name] = reason
@@ -138,9 +176,10 @@ class _Runner:
           self.fail(run["name"], f"{run['name']}: every tuning run of {variant} failed, so no "
                                  f"{', '.join(s.tune)} could be chosen; see tune/*/log.txt")
     out = []
+    running = {n for *_, names in self.active.values() for n in names}
     for run, wd, _ in studies.prepare(s, self.study_dir, tuned):
       name = run["name"]
-      if name in self.active or name in failed or studies.finished(wd):
+      if name in running or name in failed or studies.finished(wd):
         continue
       if run["tuning"] and run["variant"] in tuned:
         continue  # the arm's values were chosen (tuned.json) without it
@@ -154,29 +193,61 @@ class _Runner:
         out.append((run, wd))
     return out
 
-  def start(self, run: dict, wd: str) -> None:
-    log = open(os.path.join(wd, "log.txt"), "a", encoding="utf-8")  # noqa: SIM115
-    proc = subprocess.Popen(child_command(run, wd, self.threads), stdout=log,
-                            stderr=subprocess.STDOUT, cwd=studies.ROOT,
+  def start_next(self, todo: list[tuple[dict, str]]) -> None:
+    """Starts the first run of `todo` (taking it out), with the runs of `todo` that stack
+    with it where the study stacks."""
+    run, wd = todo.pop(0)
+    members = [(run, wd)]
+    if stacks(self.study, run) and run["name"] not in self.alone:
+      for other in list(todo):
+        if self.max_group is not None and len(members) >= self.max_group:
+          break
+        if (other[0]["name"] not in self.alone and stacks(self.study, other[0])
+            and stackable(run, other[0])):
+          members.append(other)
+          todo.remove(other)
+    self.start(members)
+
+  def start(self, members: list[tuple[dict, str]]) -> None:
+    """Starts one run, or a stacked group of runs [(run, work directory)]."""
+    names = [run["name"] for run, _ in members]
+    first = members[0][1]
+    for _, wd in members[1:]:
+      with open(os.path.join(wd, "log.txt"), "a", encoding="utf-8") as note:
+        note.write(f"trained in a stacked group with {', '.join(names)}: its output is in "
+                   f"{os.path.join(first, 'log.txt')}\n")
+    log = open(os.path.join(first, "log.txt"), "a", encoding="utf-8")  # noqa: SIM115
+    command = (child_command(*members[0], self.threads) if len(members) == 1
+               else group_command(members, self.threads))
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=studies.ROOT,
                             env=child_env(self.threads))
-    self.active[run["name"]] = (log, proc, time.monotonic())
-    print(f"started {run['name']}", flush=True)
+    self.active[names[0]] = (log, proc, time.monotonic(), names)
+    print(f"started {names[0]}" if len(names) == 1 else
+          f"started {', '.join(names)} (one stacked group)", flush=True)
 
   def reap(self) -> bool:
     """Collects the runs that ended; whether any did."""
     ended = False
-    for name, (log, proc, start) in list(self.active.items()):
+    for key, (log, proc, start, names) in list(self.active.items()):
       if proc.poll() is None:
         continue
       ended = True
-      del self.active[name]
+      del self.active[key]
       log.close()
       took = metrics.format_duration(time.monotonic() - start)
-      if proc.returncode:
-        self.failed[name] = f"{name}: exit {proc.returncode}"
-        print(f"FAILED (exit {proc.returncode}): {name} in {took}", flush=True)
+      what = ", ".join(names)
+      code = proc.returncode
+      if code and len(names) > 1 and 0 < code < 128:  # not by a signal: each run alone now
+        left = [n for n in names if not studies.finished(os.path.join(self.study_dir, n))]
+        self.alone.update(left)
+        print(f"the stacked group of {what} failed (exit {code}) in {took}; "
+              f"{', '.join(left) or 'none'} left to run one by one", flush=True)
+      elif code:
+        for name in names:
+          self.failed[name] = f"{name}: exit {code}"
+        print(f"FAILED (exit {code}): {what} in {took}", flush=True)
       else:
-        print(f"done: {name} in {took}", flush=True)
+        print(f"done: {what} in {took}", flush=True)
     return ended
 
   def stuck(self) -> None:
@@ -192,10 +263,10 @@ class _Runner:
 
 
 def run_local(study, study_dir: str, processes: int = 1, cores: int | None = None,
-              poll: float = 0.5) -> list[str]:
+              poll: float = 0.5, max_group: int | None = None) -> list[str]:
   """Runs the study's unfinished runs in `study_dir`, `processes` at a time (see the module
   docstring); returns the names of the runs that failed, or could not start."""
-  r = _Runner(study, study_dir, processes, cores)
+  r = _Runner(study, study_dir, processes, cores, max_group)
   names = [run["name"] for run in study.all_runs()]
   done = sum(studies.finished(os.path.join(study_dir, n)) for n in names)
   print(f"{len(names)} runs: {done} finished already, {len(names) - done} to run, {processes} "
@@ -205,7 +276,7 @@ def run_local(study, study_dir: str, processes: int = 1, cores: int | None = Non
     if changed:
       todo = r.plan()
     while todo and len(r.active) < processes:
-      r.start(*todo.pop(0))
+      r.start_next(todo)
     if not r.active:
       if todo:
         continue

@@ -4,7 +4,9 @@ top-1 peaks elsewhere, at `model.test_peak`, so a selection that looked at test 
 
 It appends 'start NAME t' and 'end NAME t' to $FAKE_LOG, records its XLA_FLAGS and overrides in
 the work directory (seen.json), fails (exit 1) where the work directory's name is in
-$FAKE_FAIL, and where model.init_from is set fails unless that run has finished.
+$FAKE_FAIL, and where model.init_from is set fails unless that run has finished. With
+`--group JSON` (a list of such argument lists) it stands in for `python -m cnn_jax.stacked`:
+it appends 'group NAME,NAME,... t' and trains each in turn, stopping at the first that fails.
 """
 
 import json
@@ -54,5 +56,21 @@ def main(argv):
   return 0
 
 
+def group(members):
+  log = os.environ.get("FAKE_LOG")
+  names = [os.path.basename(next(a.split("=", 1)[1] for a in m if a.startswith("--workdir=")))
+           for m in members]
+  if log:
+    with open(log, "a") as f:
+      f.write(f"group {','.join(names)} {time.time()}\n")
+  for argv in members:
+    code = main(argv)
+    if code:
+      return code
+  return 0
+
+
 if __name__ == "__main__":
+  if sys.argv[1:2] == ["--group"]:
+    sys.exit(group(json.loads(sys.argv[2])))
   sys.exit(main(sys.argv[1:]))

@@ -42,7 +42,7 @@ def records(workdir):
 
 def untimed(rows):
   """metrics.jsonl without what depends on the clock."""
-  drop = {"images_per_sec", "time", "wall_time_s"}
+  drop = {"images_per_sec", "time", "wall_time_s", "train_s"}
   return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 

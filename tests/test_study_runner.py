@@ -24,6 +24,11 @@ def fake(monkeypatch, tmp_path):
   monkeypatch.setattr(study, "command", lambda run, wd: [
       sys.executable, FAKE, f"--workdir={wd}",
       *[f"--config.{k}={v}" for k, v in run["overrides"].items()]])
+  monkeypatch.setattr(study_runner, "STACKED_CONFIGS", ())  # stacking: its own test
+  monkeypatch.setattr(study_runner, "group_command", lambda members, threads: [
+      sys.executable, FAKE, "--group", json.dumps([
+          study.train_args(study_runner.with_threads(run, wd, threads), wd)
+          for run, wd in members])])
   return log
 
 
@@ -153,3 +158,33 @@ def test_each_of_k_children_gets_its_share_of_the_cores(fake, tmp_path, monkeypa
       run, os.path.join(runs_dir, "b__seed0"), 4)  # b's config.json records 3
   assert "--config.data.threads=4" in study_runner.child_command(
       run, str(tmp_path / "new"), 4)
+
+
+def test_runs_that_differ_in_seeds_or_lr_train_as_stacked_groups(fake, tmp_path, capsys,
+                                                                  monkeypatch):
+  s = study.Study("t", (("a", {}), ("b", {"model.width": 0.5})), seeds=(0, 1, 2), tune=GRID,
+                  stack=True)
+  runs_dir = str(tmp_path / "runs")
+  assert study_runner.run_local(s, runs_dir, processes=1, poll=0.02, max_group=3) == []
+  groups = [line.split()[1] for line in fake.read_text().splitlines()
+            if line.startswith("group ")]
+  # each arm's tuning grid (one seed, three learning rates), then each arm's seeds
+  assert groups == ["a__lr=0.007,a__lr=0.02,a__lr=0.06", "b__lr=0.007,b__lr=0.02,b__lr=0.06",
+                    "a__seed0,a__seed1,a__seed2", "b__seed0,b__seed1,b__seed2"]
+  assert "started a__seed0, a__seed1, a__seed2 (one stacked group)" in capsys.readouterr().out
+  assert "its output is in" in (tmp_path / "runs" / "a__seed1" / "log.txt").read_text()
+  # Runs of different shapes never stack; nor does a study that says so.
+  assert not study_runner.stackable(s.runs()[0], s.runs()[3])
+  assert not study_runner.stacks(study.Study("u", (("a", {}),), stack=False), s.runs()[0])
+
+
+def test_a_failed_group_leaves_its_runs_to_run_one_by_one(fake, tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("FAKE_FAIL", "a__seed1")
+  s = study.Study("t", (("a", {}),), seeds=(0, 1, 2), stack=True)
+  runs_dir = str(tmp_path / "runs")
+  assert study_runner.run_local(s, runs_dir, processes=1, poll=0.02) == ["a__seed1"]
+  out = capsys.readouterr().out
+  assert "the stacked group of a__seed0, a__seed1, a__seed2 failed (exit 1)" in out
+  assert "a__seed1, a__seed2 left to run one by one" in out
+  assert "FAILED (exit 1): a__seed1" in out and "done: a__seed2" in out
+  assert all(study.finished(os.path.join(runs_dir, f"a__seed{k}")) for k in (0, 2))

@@ -1,0 +1,220 @@
+"""k runs trained as one stacked group (cnn_jax/stacked.py) against the same k runs one after
+another, in alternating rounds; the median of each and their ratio, measured in the same
+invocation.
+
+  .venv/bin/python benchmarks/stacked.py --part=runs [--cases=width_0.125,width_1,main] \\
+      [--k=3] [--rounds=3]
+  .venv/bin/python benchmarks/stacked.py --part=step [--widths=0.125,1] [--k=3] [--rounds=7]
+
+`--part=runs` (what a study sees): each round runs the k configs (seeds 0..k-1) as k
+`run.py train` processes one after another, as `run.py study` starts them, and as one
+`python -m cnn_jax.stacked` process; the order alternates between rounds. It prints the wall
+time of each, the group's training images/s (the sum of its runs' logged rates) against the
+separate runs' mean, and checks each stacked run's params_sha256 against its separate run's.
+The cases: `width_<w>`: the width study's small budget (experiments/width.py:small: 2 epochs
+on 30% of the training split, evaluated after each) at model.width=w; `main`: the main job
+(configs/simple_cnn.py) cut to `--main_epochs` epochs.
+
+`--part=step` (the program alone): the train step of k runs of the small CNN at each width
+on random batches of 128, timed as k calls of the jitted step, as one jitted program over the
+tuple of states (what stacked.py runs), and as jax.vmap of the step over stacked states;
+milliseconds per group step, the ratios to the k calls, and whether each run's parameters are
+bitwise equal to its separate run's after the timed steps.
+
+This machine's speed drifts and other jobs may share it: read the ratios, within a round
+and across rounds, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = {"train.epochs": 2.0, "data.train_split": "train[:30%]", "train.eval_every_epochs": 1.0}
+
+
+def case_overrides(case: str, main_epochs: float) -> dict:
+  if case == "main":
+    return {"train.epochs": main_epochs}
+  if case.startswith("width_"):
+    return {**SMALL, "model.width": float(case[len("width_"):])}
+  raise SystemExit(f"unknown case {case!r}: width_<w> or main")
+
+
+def run_args(overrides: dict, seed: int, workdir: str) -> list[str]:
+  return ["--config=configs/simple_cnn.py", f"--workdir={workdir}",
+          *[f"--config.{k}={v}" for k, v in {**overrides, "seed": seed}.items()]]
+
+
+def final(workdir: str) -> dict:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return next(r for r in reversed(rows) if r.get("final"))
+
+
+def train_rate(workdir: str) -> float:
+  """The median logged training images/s of a run."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return statistics.median(r["images_per_sec"] for r in rows if r.get("images_per_sec"))
+
+
+def timed(command: list[str], log: str) -> float:
+  begun = time.monotonic()
+  with open(log, "w") as out:
+    status = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+  if status:
+    raise SystemExit(f"{' '.join(command[:4])} ... failed with exit {status}; see {log}")
+  return time.monotonic() - begun
+
+
+def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: bool) -> dict:
+  sep = [os.path.join(root, f"separate{i}") for i in range(k)]
+  stk = [os.path.join(root, f"stacked{i}") for i in range(k)]
+
+  def separate():
+    return sum(timed([sys.executable, "run.py", "train", *run_args(overrides, i, wd)],
+                     wd + ".log") for i, wd in enumerate(sep))
+
+  def stacked():
+    spec = json.dumps([run_args(overrides, i, wd) for i, wd in enumerate(stk)])
+    return timed([sys.executable, "-m", "cnn_jax.stacked", spec], stk[0] + ".log")
+
+  if stacked_first:
+    t_stk, t_sep = stacked(), separate()
+  else:
+    t_sep, t_stk = separate(), stacked()
+  bitwise = all(final(a)["params_sha256"] == final(b)["params_sha256"] for a, b in zip(sep, stk))
+  out = {"separate_s": t_sep, "stacked_s": t_stk, "bitwise": bitwise,
+         "separate_rate": statistics.mean(train_rate(wd) for wd in sep),
+         "stacked_rate": sum(train_rate(wd) for wd in stk)}
+  for wd in sep + stk:
+    shutil.rmtree(wd, ignore_errors=True)
+  return out
+
+
+def part_runs(args) -> None:
+  for case in args.cases.split(","):
+    overrides = case_overrides(case, args.main_epochs)
+    rounds = []
+    for r in range(args.rounds):
+      with tempfile.TemporaryDirectory(prefix="stacked_bench_") as root:
+        rounds.append(runs_round(case, overrides, args.k, root, stacked_first=r % 2 == 1))
+      x = rounds[-1]
+      print(f"{case} round {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
+            f"{x['stacked_s']:.1f} s ({x['separate_s'] / x['stacked_s']:.2f}x); training "
+            f"images/s {x['separate_rate']:,.0f} alone, {x['stacked_rate']:,.0f} for the group; "
+            f"params_sha256 equal: {x['bitwise']}", flush=True)
+    med = {key: statistics.median(x[key] for x in rounds)
+           for key in ("separate_s", "stacked_s", "separate_rate", "stacked_rate")}
+    ratios = [x["separate_s"] / x["stacked_s"] for x in rounds]
+    print(f"{case}: k={args.k}, median of {args.rounds}: separate {med['separate_s']:.1f} s, "
+          f"stacked {med['stacked_s']:.1f} s; wall-time speed-up {statistics.median(ratios):.2f}x "
+          f"(rounds {min(ratios):.2f} to {max(ratios):.2f}); training images/s "
+          f"{med['stacked_rate'] / med['separate_rate']:.2f}x; bitwise in every round: "
+          f"{all(x['bitwise'] for x in rounds)}", flush=True)
+
+
+def part_step(args) -> None:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from absl import flags
+  from ml_collections import config_flags
+
+  from cnn_jax import checkpoint, config, parallel, steps as steps_lib
+  path = os.path.join(REPO, "configs", "simple_cnn.py")
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", path, flag_values=fv)
+  fv(["bench", f"--config={path}"])
+  k, batch = args.k, 128
+  rng = np.random.default_rng(0)
+  for width in (float(w) for w in args.widths.split(",")):
+    cfgs = []
+    for seed in range(k):
+      cfg = fv.config.copy_and_resolve_references()
+      cfg.model.width, cfg.seed, cfg.train.batch_size = width, seed, batch
+      cfgs.append(config.validate(cfg))
+    mesh = parallel.make_mesh(cfgs[0].mesh)
+    with jax.set_mesh(mesh):
+      built = [steps_lib.build_steps(c, mesh, 10, 422, 5064) for c in cfgs]
+      batches = [parallel.global_batch(
+          {"image": rng.standard_normal((batch, 28, 28, 1)).astype(np.float32),
+           "label": rng.integers(0, 10, batch).astype(np.int32)}, built[0].batch_sharding)
+          for _ in range(k)]
+      fns = tuple(b.train_fn for b in built)
+      tuple_step = jax.jit(lambda ss, bs: tuple(f(s, b) for f, s, b in zip(fns, ss, bs)),
+                           donate_argnums=0)
+      vmap_step = jax.jit(jax.vmap(built[0].train_fn), donate_argnums=0)
+      stacked_batch = jax.tree.map(lambda *x: jnp.stack(x), *batches)
+      fresh = lambda: [jax.tree.map(jnp.copy, b.state) for b in built]  # noqa: E731
+      held = {"separate": fresh(), "tuple": tuple(fresh()),
+              "vmap": jax.tree.map(lambda *x: jnp.stack(x), *fresh())}
+
+      def one(name):
+        s = held[name]
+        if name == "separate":
+          s = [b.train_step(x, y) for b, x, y in zip(built, s, batches)]
+        elif name == "tuple":
+          s = tuple_step(s, tuple(batches))
+        else:
+          s = vmap_step(s, stacked_batch)
+        held[name] = s
+        jax.block_until_ready(s)
+
+      names = ("separate", "tuple", "vmap")
+      for name in names:  # compile and warm up
+        for _ in range(3):
+          one(name)
+      times = {n: [] for n in names}
+      for _ in range(args.rounds):
+        for name in names:
+          begun = time.perf_counter()
+          for _ in range(args.steps):
+            one(name)
+          times[name].append((time.perf_counter() - begun) / args.steps)
+      sep_params = [checkpoint.fingerprint(s.params) for s in held["separate"]]
+      same = {"tuple": [checkpoint.fingerprint(s.params) for s in held["tuple"]] == sep_params,
+              "vmap": [checkpoint.fingerprint(jax.tree.map(lambda x: x[i], held["vmap"].params))  # noqa: B023
+                       for i in range(k)] == sep_params}
+      vdiff = max(float(jnp.max(jnp.abs(a[i] - b))) for i in range(k) for a, b in zip(
+          jax.tree.leaves(held["vmap"].params), jax.tree.leaves(held["separate"][i].params)))
+      med = {n: statistics.median(t) for n, t in times.items()}
+      print(f"width {width}, k={k}, batch {batch}: {k} separate steps {med['separate'] * 1e3:.2f} ms "
+            f"({k * batch / med['separate']:,.0f} images/s); one program over the tuple "
+            f"{med['tuple'] * 1e3:.2f} ms ({med['separate'] / med['tuple']:.2f}x, bitwise "
+            f"{same['tuple']}); vmap {med['vmap'] * 1e3:.2f} ms "
+            f"({med['separate'] / med['vmap']:.2f}x, bitwise {same['vmap']}, largest parameter "
+            f"difference {vdiff:.2g}); median of {args.rounds} rounds of {args.steps} steps",
+            flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--part", choices=("runs", "step"), default="runs")
+  parser.add_argument("--cases", default="width_0.125,width_1,main")
+  parser.add_argument("--widths", default="0.125,1")
+  parser.add_argument("--k", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=30, help="step: steps per timed round")
+  parser.add_argument("--main_epochs", type=float, default=1.0)
+  args = parser.parse_args()
+  if args.part == "runs":
+    part_runs(args)
+  else:
+    part_step(args)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, REPO)
+  from cnn_jax import startup
+  startup.configure()  # as run.py: huge pages, XLA's options, the compilation cache
+  main()
