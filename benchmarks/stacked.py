@@ -6,7 +6,8 @@ invocation.
       [--k=3] [--rounds=3]
   .venv/bin/python benchmarks/stacked.py --part=step [--widths=0.125,1] [--k=3] [--rounds=7]
 
-`--part=runs` (what a study sees): each round runs the k configs (seeds 0..k-1) as k
+`--part=runs` (what a study sees): after `--warmup` rounds that are not counted (they fill
+JAX's compilation cache, which a study's later runs find filled), each round runs the k configs (seeds 0..k-1) as k
 `run.py train` processes one after another, as `run.py study` starts them, and as one
 `python -m cnn_jax.stacked` process; the order alternates between rounds. It prints the wall
 time of each, the group's training images/s (the sum of its runs' logged rates) against the
@@ -105,11 +106,12 @@ def part_runs(args) -> None:
   for case in args.cases.split(","):
     overrides = case_overrides(case, args.main_epochs)
     rounds = []
-    for r in range(args.rounds):
+    for r in range(args.warmup + args.rounds):
       with tempfile.TemporaryDirectory(prefix="stacked_bench_") as root:
-        rounds.append(runs_round(case, overrides, args.k, root, stacked_first=r % 2 == 1))
-      x = rounds[-1]
-      print(f"{case} round {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
+        x = runs_round(case, overrides, args.k, root, stacked_first=r % 2 == 1)
+      if r >= args.warmup:
+        rounds.append(x)
+      print(f"{case} {'warm-up' if r < args.warmup else 'round'} {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
             f"{x['stacked_s']:.1f} s ({x['separate_s'] / x['stacked_s']:.2f}x); training "
             f"images/s {x['separate_rate']:,.0f} alone, {x['stacked_rate']:,.0f} for the group; "
             f"params_sha256 equal: {x['bitwise']}", flush=True)
@@ -204,6 +206,8 @@ def main() -> None:
   parser.add_argument("--widths", default="0.125,1")
   parser.add_argument("--k", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1, help="runs: rounds not counted (the "
+                      "first compiles the group's program, unless the compilation cache has it)")
   parser.add_argument("--steps", type=int, default=30, help="step: steps per timed round")
   parser.add_argument("--main_epochs", type=float, default=1.0)
   args = parser.parse_args()

@@ -185,8 +185,18 @@ class Group:
         self.runs[i].finished = self.runs[i].record_final(total, tested[i])
     return [run.finished for run in self.runs]
 
+  @staticmethod
+  def _waits(run, step: int) -> bool:
+    """Whether the runs' phases after `step` wait for it (the first step, a log, an
+    evaluation, a checkpoint): they do alike (one config), so the group waits for it
+    first, with every clock running."""
+    return (step % run.cfg.train.log_every_steps == 0 or step % run.save_every == 0
+            or run._eval_due(step) or not run.clock.started)  # pylint: disable=protected-access
+
   def _advance(self, members: tuple, at: dict, until: int, stop) -> None:
     """Trains the runs `members` (all at one step) together to step `until`."""
+    import jax  # pylint: disable=g-import-not-at-top
+
     from cnn_jax import train  # pylint: disable=g-import-not-at-top
     runs = [self.runs[i] for i in members]
     program = self.program(members)
@@ -204,6 +214,8 @@ class Group:
         step += 1
         for i, run, state in zip(members, runs, states):
           run.state, at[i] = state, step
+        if self._waits(runs[0], step):  # the step's time is every run's, not the first's
+          jax.block_until_ready(states)
         for run in runs:  # every run's log before any evaluation, as alone
           with self._as(run):
             run.after_step(step)

@@ -2,34 +2,51 @@
 equal to the same run trained alone, with its own complete work directory and resume."""
 
 import os
+import shutil
 import signal
 
+import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+from PIL import Image
 
 from cnn_jax import config, metrics, preemption, stacked, train
 from cnn_jax.errors import UserError
 from helpers import load_config
 
 
-@pytest.fixture
-def mock_fashion_mnist():
-  with tfds.testing.mock_data(num_examples=48):
-    yield
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  """Two classes of noise as image folders, 32 a class to train on (8 held out for
+  validation) and 8 to test on."""
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 32), ("test", 8)):
+    for label, (lo, hi) in enumerate([(0, 150), (100, 255)]):
+      os.makedirs(root / split / f"class{label}")
+      for i in range(n):
+        Image.fromarray(rng.integers(lo, hi, (28, 28), dtype=np.uint8), "L").save(
+            root / split / f"class{label}" / f"{i}.png")
+  return root
 
 
-def tiny(seed=0, steps=6, **overrides):
-  """The small CNN at width 0.125 for a few steps of 16 on mock Fashion-MNIST (3 steps an
+def tiny(images, seed=0, steps=6, **overrides):
+  """The small CNN at width 0.125 for a few steps of 16 (48 training images: 3 steps an
   epoch), evaluated and saved every 2."""
   cfg = load_config("simple_cnn.py", "base")
   cfg.seed = seed
   cfg.model.width = 0.125
+  cfg.model.num_classes = 2
+  cfg.data.name = "folder"
+  cfg.data.folder = str(images / "train")
+  cfg.data.test_folder = str(images / "test")
+  cfg.data.validation_fraction = 0.25
+  cfg.data.manual_dir = ""
   cfg.train.batch_size = 16
-  cfg.train.eval_batch_size = 16
+  cfg.train.eval_batch_size = 8
   cfg.train.steps = steps
   cfg.train.eval_every_steps = 2
   cfg.train.log_every_steps = 1
-  cfg.data.manual_dir = ""
+  cfg.mesh.data = 1
   for key, value in overrides.items():
     group, name = key.split(".")
     cfg[group][name] = value
@@ -46,25 +63,29 @@ def untimed(rows):
   return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
-CONFIGS = (lambda: tiny(0), lambda: tiny(1), lambda: tiny(2, **{"optim.lr": 3e-3}))
+CONFIGS = ({"seed": 0}, {"seed": 1}, {"seed": 2, "optim.lr": 3e-3})
+
+
+def configs(images):
+  return [tiny(images, c["seed"], **{k: v for k, v in c.items() if k != "seed"})
+          for c in CONFIGS]
 
 
 @pytest.fixture(scope="module")
-def alone(tmp_path_factory):
+def alone(tmp_path_factory, images):
   """Each run of CONFIGS trained by itself: its final record and untimed log."""
   root = tmp_path_factory.mktemp("alone")
-  with tfds.testing.mock_data(num_examples=48):
-    out = []
-    for i, make in enumerate(CONFIGS):
-      final = train.train(make(), str(root / f"run{i}"))
-      out.append((final, untimed(records(root / f"run{i}"))))
+  out = []
+  for i, cfg in enumerate(configs(images)):
+    final = train.train(cfg, str(root / f"run{i}"))
+    out.append((final, untimed(records(root / f"run{i}"))))
   return out
 
 
-def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(mock_fashion_mnist,
-                                                                  tmp_path, alone):
+def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(images, tmp_path,
+                                                                  alone):
   dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
-  finals = stacked.train_group([make() for make in CONFIGS], dirs)
+  finals = stacked.train_group(configs(images), dirs)
   for (want, want_rows), final, wd in zip(alone, finals, dirs):
     assert final["params_sha256"] == want["params_sha256"]
     for key in ("eval_top1", "eval_loss", "test_top1", "test_loss", "best_step", "step"):
@@ -76,14 +97,14 @@ def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(mock_fashion_
   # The runs differ (seeds, a learning rate): equality above is not of one run thrice.
   assert len({f["params_sha256"] for f in finals}) == len(CONFIGS)
   # Started again, a finished group reports the results and trains nothing.
-  again = stacked.train_group([make() for make in CONFIGS], dirs)
+  again = stacked.train_group(configs(images), dirs)
   assert [a["params_sha256"] for a in again] == [f["params_sha256"] for f in finals]
 
 
-def test_a_stopped_group_resumes_each_run_from_its_own_checkpoint(mock_fashion_mnist,
-                                                                 tmp_path, alone):
+def test_a_stopped_group_resumes_each_run_from_its_own_checkpoint(images, tmp_path,
+                                                                 alone):
   dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
-  runs = [train.Run(make(), wd) for make, wd in zip(CONFIGS, dirs)]
+  runs = [train.Run(cfg, wd) for cfg, wd in zip(configs(images), dirs)]
   group = stacked.Group(runs)
   program, calls = group.program, [0]
 
@@ -107,16 +128,15 @@ def test_a_stopped_group_resumes_each_run_from_its_own_checkpoint(mock_fashion_m
   behind = os.path.join(dirs[1], "checkpoints")
   for step in os.listdir(behind):
     if int(step) == 3:
-      import shutil
       shutil.rmtree(os.path.join(behind, step))
-  finals = stacked.train_group([make() for make in CONFIGS], dirs)
+  finals = stacked.train_group(configs(images), dirs)
   for (want, want_rows), final, wd in zip(alone, finals, dirs):
     assert final["params_sha256"] == want["params_sha256"]
     assert untimed(records(wd)) == want_rows
 
 
-def test_groups_stack_only_runs_that_differ_in_stackable_values():
-  base = stacked.flat(tiny(0))
+def test_groups_stack_only_runs_that_differ_in_stackable_values(images):
+  base = stacked.flat(tiny(images, 0))
   configs = {"a": base, "b": {**base, "seed": 1, "optim.lr": 0.5},
              "wide": {**base, "model.width": 0.25},
              "c": {**base, "seed": 2, "data.seed": 7}}
@@ -128,10 +148,10 @@ def test_groups_stack_only_runs_that_differ_in_stackable_values():
       "they differ in train.batch_size")
 
 
-def test_a_group_refuses_runs_that_cannot_stack(mock_fashion_mnist, tmp_path):
-  a = train.Run(tiny(0), str(tmp_path / "a"))
-  b = train.Run(tiny(0, **{"model.width": 0.25}), str(tmp_path / "b"))
-  c = train.Run(tiny(1, steps=4), str(tmp_path / "c"))
+def test_a_group_refuses_runs_that_cannot_stack(images, tmp_path):
+  a = train.Run(tiny(images, 0), str(tmp_path / "a"))
+  b = train.Run(tiny(images, 0, **{"model.width": 0.25}), str(tmp_path / "b"))
+  c = train.Run(tiny(images, 1, steps=4), str(tmp_path / "c"))
   try:
     with pytest.raises(UserError, match="model.width"):
       stacked.Group([a, b])
