@@ -252,3 +252,18 @@ def test_auto_and_unsupported_options(fm_dir):
   bad.name = "imagenet2012"
   with pytest.raises(ConfigError, match="data.name='imagenet2012'"):
     data.validate(bad, (28, 28, 1))
+
+
+def test_evaluation_protocol_views_take_the_arrays(fm_dir):
+  from cnn_jax import evaluation
+  got = {}
+  for path in ("arrays", "tf.data"):
+    ds = data.build(cfg_for(fm_dir, path, "train[:5%]", "test[:70]", mean="channel",
+                            std="channel"), (28, 28, 1), 64, 32)
+    views = evaluation.Views(ds.preprocessor, (28, 36), ds.source_shape)
+    got[path] = list(ds.eval_batches("eval", views))
+  for a, b in zip(*got.values()):
+    assert a.keys() == b.keys() == {"q28", "q36", "label", "mask"}
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], atol=1e-5)
+  assert got["arrays"][-1]["q36"].shape == (32, 36, 36, 1)

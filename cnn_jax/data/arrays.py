@@ -179,7 +179,12 @@ def _write(folder: str, decoded: dict, num_classes: int, sources: dict) -> None:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
     if os.path.isdir(folder):
       shutil.rmtree(folder)
-    os.rename(tmp, folder)
+    try:
+      os.rename(tmp, folder)
+    except OSError:
+      if not os.path.isfile(os.path.join(folder, MANIFEST)):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)  # another process wrote the same cache first
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
