@@ -44,7 +44,8 @@ class _Stop(Exception):
   """Raised after the first train step: the run ends there."""
 
 
-def child(spawned: float, config_file: str, input_path: str, workdir: str) -> None:
+def child(spawned: float, config_file: str, input_path: str, workdir: str,
+          overrides=()) -> None:
   """One start-up of the main job; prints a JSON object of marks (seconds since `spawned`)."""
   sys.path.insert(0, REPO)
   from cnn_jax import startup
@@ -57,7 +58,7 @@ def child(spawned: float, config_file: str, input_path: str, workdir: str) -> No
   from cnn_jax import train as trainer
   mark("imports")
   argv = ["run.py", "train", f"--config={config_file}", f"--workdir={workdir}",
-          f"--config.data.input={input_path}"]
+          f"--config.data.input={input_path}", *overrides]
   sys.argv = argv  # config_flags defines the override flags it finds in sys.argv
   runpy_module.define_flags()
   flags.FLAGS(argv)
@@ -106,7 +107,7 @@ def child(spawned: float, config_file: str, input_path: str, workdir: str) -> No
   os._exit(0)  # background writers (Orbax, events) need not be waited for
 
 
-def one_round(config_file: str, input_path: str, cache: str) -> dict:
+def one_round(config_file: str, input_path: str, cache: str, overrides=()) -> dict:
   """The parts of one start-up in a fresh process (seconds)."""
   workdir = tempfile.mkdtemp(prefix="cnn_jax_startup_")
   env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
@@ -114,7 +115,8 @@ def one_round(config_file: str, input_path: str, cache: str) -> dict:
     spawned = time.time()
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
                           f"--spawned={spawned!r}", f"--config={config_file}",
-                          f"--input={input_path}", f"--workdir={workdir}"],
+                          f"--input={input_path}", f"--workdir={workdir}",
+                          *(f"--override={o}" for o in overrides)],
                          cwd=REPO, env=env, capture_output=True, text=True)
     if out.returncode:
       raise SystemExit(f"the child failed:\n{out.stderr[-3000:]}")
@@ -136,6 +138,8 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--config", default="configs/simple_cnn.py")
   ap.add_argument("--inputs", default="arrays,tf.data")
+  ap.add_argument("--override", action="append", default=[],
+                  help="a config override for every run, e.g. --override=--config.seed=1")
   ap.add_argument("--json", action="store_true", help="print one JSON object")
   ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
@@ -143,20 +147,21 @@ def main() -> None:
   ap.add_argument("--workdir", help=argparse.SUPPRESS)
   a = ap.parse_args()
   if a.child:
-    child(a.spawned, a.config, a.input, a.workdir)
+    child(a.spawned, a.config, a.input, a.workdir, a.override)
     return
   inputs = a.inputs.split(",")
   root = tempfile.mkdtemp(prefix="cnn_jax_startup_cache_")
   warm, cold = os.path.join(root, "warm"), os.path.join(root, "cold")
   try:
     for path in inputs:  # fills the warm cache (and the decoded cache) first
-      one_round(a.config, path, warm)
+      one_round(a.config, path, warm, a.override)
     results = {(p, c): [] for p in inputs for c in ("cold", "warm")}
     for r in range(a.rounds):
       for path in inputs:
         for c in ("cold", "warm"):
           shutil.rmtree(cold, ignore_errors=True)
-          results[(path, c)].append(one_round(a.config, path, cold if c == "cold" else warm))
+          results[(path, c)].append(one_round(a.config, path, cold if c == "cold" else warm,
+                                              a.override))
   finally:
     shutil.rmtree(root, ignore_errors=True)
   table = {f"{p} {c}": {k: statistics.median(r[k] for r in rs) for k in PARTS}

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -267,3 +268,16 @@ def test_evaluation_protocol_views_take_the_arrays(fm_dir):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], atol=1e-5)
   assert got["arrays"][-1]["q36"].shape == (32, 36, 36, 1)
+
+
+def test_the_main_job_reaches_its_first_step_without_tensorflow(fm_dir, tmp_path):
+  """benchmarks/startup.py's child: run.py's flags, train.Run and one train step."""
+  out = subprocess.run(
+      [sys.executable, "benchmarks/startup.py", "--child", f"--spawned={time.time()!r}",
+       "--config=configs/simple_cnn.py", "--input=auto", f"--workdir={tmp_path / 'run'}",
+       f"--override=--config.data.data_dir={fm_dir}"],
+      cwd=ROOT, capture_output=True, text=True, check=True).stdout
+  marks = json.loads(out.strip().splitlines()[-1])
+  assert marks["modules"] == ["orbax"]  # neither tensorflow nor tensorflow_datasets
+  assert marks["imports"] <= marks["data"] <= marks["state"] <= marks["first step"]
+  assert os.listdir(tmp_path / "run" / "tensorboard")  # the hparams event, written without TF
