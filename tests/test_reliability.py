@@ -26,7 +26,7 @@ from forked import ForkedRuns, wait_for
 from helpers import load_config, tiny_training
 from test_train import write_images
 
-TIMING = ("images_per_sec", "wall_time_s", "time")
+TIMING = ("images_per_sec", "wall_time_s", "time", "train_s")
 
 
 @pytest.fixture
