@@ -9,7 +9,7 @@ invocation.
 `--part=runs` (what a study sees): after `--warmup` rounds that are not counted (they fill
 JAX's compilation cache, which a study's later runs find filled), each round runs the k configs (seeds 0..k-1) as k
 `run.py train` processes one after another, as `run.py study` starts them, and as one
-`python -m cnn_jax.stacked` process; the order alternates between rounds. It prints the wall
+`python -m cnn_jax.stacked --program=P` process (P: `--program`, default each); the order alternates between rounds. It prints the wall
 time of each, the group's training images/s (the sum of its runs' logged rates) against the
 separate runs' mean, and checks each stacked run's params_sha256 against its separate run's.
 The cases: `width_<w>`: the width study's small budget (experiments/width.py:small: 2 epochs
@@ -18,7 +18,8 @@ on 30% of the training split, evaluated after each) at model.width=w; `main`: th
 
 `--part=step` (the program alone): the train step of k runs of the small CNN at each width
 on random batches of 128, timed as k calls of the jitted step, as one jitted program over the
-tuple of states (what stacked.py runs), and as jax.vmap of the step over stacked states;
+tuple of states (what stacked.py runs), the same with each run's step ordered after the one
+before (an optimization_barrier between them), and as jax.vmap of the step over stacked states;
 milliseconds per group step, the ratios to the k calls, and whether each run's parameters are
 bitwise equal to its separate run's after the timed steps.
 
@@ -77,7 +78,8 @@ def timed(command: list[str], log: str) -> float:
   return time.monotonic() - begun
 
 
-def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: bool) -> dict:
+def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: bool,
+               program: str) -> dict:
   sep = [os.path.join(root, f"separate{i}") for i in range(k)]
   stk = [os.path.join(root, f"stacked{i}") for i in range(k)]
 
@@ -87,7 +89,8 @@ def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: boo
 
   def stacked():
     spec = json.dumps([run_args(overrides, i, wd) for i, wd in enumerate(stk)])
-    return timed([sys.executable, "-m", "cnn_jax.stacked", spec], stk[0] + ".log")
+    return timed([sys.executable, "-m", "cnn_jax.stacked", f"--program={program}", spec],
+                 stk[0] + ".log")
 
   if stacked_first:
     t_stk, t_sep = stacked(), separate()
@@ -108,7 +111,7 @@ def part_runs(args) -> None:
     rounds = []
     for r in range(args.warmup + args.rounds):
       with tempfile.TemporaryDirectory(prefix="stacked_bench_") as root:
-        x = runs_round(case, overrides, args.k, root, stacked_first=r % 2 == 1)
+        x = runs_round(case, overrides, args.k, root, r % 2 == 1, args.program)
       if r >= args.warmup:
         rounds.append(x)
       print(f"{case} {'warm-up' if r < args.warmup else 'round'} {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
@@ -118,7 +121,7 @@ def part_runs(args) -> None:
     med = {key: statistics.median(x[key] for x in rounds)
            for key in ("separate_s", "stacked_s", "separate_rate", "stacked_rate")}
     ratios = [x["separate_s"] / x["stacked_s"] for x in rounds]
-    print(f"{case}: k={args.k}, median of {args.rounds}: separate {med['separate_s']:.1f} s, "
+    print(f"{case}: k={args.k}, --program={args.program}, median of {args.rounds}: separate {med['separate_s']:.1f} s, "
           f"stacked {med['stacked_s']:.1f} s; wall-time speed-up {statistics.median(ratios):.2f}x "
           f"(rounds {min(ratios):.2f} to {max(ratios):.2f}); training images/s "
           f"{med['stacked_rate'] / med['separate_rate']:.2f}x; bitwise in every round: "
@@ -155,10 +158,19 @@ def part_step(args) -> None:
       fns = tuple(b.train_fn for b in built)
       tuple_step = jax.jit(lambda ss, bs: tuple(f(s, b) for f, s, b in zip(fns, ss, bs)),
                            donate_argnums=0)
+
+      def in_sequence(ss, bs):  # each step after the one before: no interleaving
+        out = []
+        for f, s, b in zip(fns, ss, bs):
+          if out:
+            out[-1], s, b = jax.lax.optimization_barrier((out[-1], s, b))
+          out.append(f(s, b))
+        return tuple(out)
+      sequence_step = jax.jit(in_sequence, donate_argnums=0)
       vmap_step = jax.jit(jax.vmap(built[0].train_fn), donate_argnums=0)
       stacked_batch = jax.tree.map(lambda *x: jnp.stack(x), *batches)
       fresh = lambda: [jax.tree.map(jnp.copy, b.state) for b in built]  # noqa: E731
-      held = {"separate": fresh(), "tuple": tuple(fresh()),
+      held = {"separate": fresh(), "tuple": tuple(fresh()), "sequence": tuple(fresh()),
               "vmap": jax.tree.map(lambda *x: jnp.stack(x), *fresh())}
 
       def one(name):
@@ -167,12 +179,14 @@ def part_step(args) -> None:
           s = [b.train_step(x, y) for b, x, y in zip(built, s, batches)]
         elif name == "tuple":
           s = tuple_step(s, tuple(batches))
+        elif name == "sequence":
+          s = sequence_step(s, tuple(batches))
         else:
           s = vmap_step(s, stacked_batch)
         held[name] = s
         jax.block_until_ready(s)
 
-      names = ("separate", "tuple", "vmap")
+      names = ("separate", "tuple", "sequence", "vmap")
       for name in names:  # compile and warm up
         for _ in range(3):
           one(name)
@@ -185,6 +199,8 @@ def part_step(args) -> None:
           times[name].append((time.perf_counter() - begun) / args.steps)
       sep_params = [checkpoint.fingerprint(s.params) for s in held["separate"]]
       same = {"tuple": [checkpoint.fingerprint(s.params) for s in held["tuple"]] == sep_params,
+              "sequence": [checkpoint.fingerprint(s.params) for s in held["sequence"]]
+              == sep_params,
               "vmap": [checkpoint.fingerprint(jax.tree.map(lambda x: x[i], held["vmap"].params))  # noqa: B023
                        for i in range(k)] == sep_params}
       vdiff = max(float(jnp.max(jnp.abs(a[i] - b))) for i in range(k) for a, b in zip(
@@ -193,7 +209,9 @@ def part_step(args) -> None:
       print(f"width {width}, k={k}, batch {batch}: {k} separate steps {med['separate'] * 1e3:.2f} ms "
             f"({k * batch / med['separate']:,.0f} images/s); one program over the tuple "
             f"{med['tuple'] * 1e3:.2f} ms ({med['separate'] / med['tuple']:.2f}x, bitwise "
-            f"{same['tuple']}); vmap {med['vmap'] * 1e3:.2f} ms "
+            f"{same['tuple']}); the same with each step after the one before "
+            f"{med['sequence'] * 1e3:.2f} ms ({med['separate'] / med['sequence']:.2f}x, bitwise "
+            f"{same['sequence']}); vmap {med['vmap'] * 1e3:.2f} ms "
             f"({med['separate'] / med['vmap']:.2f}x, bitwise {same['vmap']}, largest parameter "
             f"difference {vdiff:.2g}); median of {args.rounds} rounds of {args.steps} steps",
             flush=True)
@@ -210,6 +228,8 @@ def main() -> None:
                       "first compiles the group's program, unless the compilation cache has it)")
   parser.add_argument("--steps", type=int, default=30, help="step: steps per timed round")
   parser.add_argument("--main_epochs", type=float, default=1.0)
+  parser.add_argument("--program", default="each", help="runs: the group's program, "
+                      "cnn_jax.stacked.PROGRAMS")
   args = parser.parse_args()
   if args.part == "runs":
     part_runs(args)

@@ -41,6 +41,9 @@ from cnn_jax.errors import UserError, one_line
 
 # Config keys whose values may differ between the runs of a group: seeds, and hyperparameters
 # that change values, never the shape or structure of any array (dotted keys).
+# How a group computes its runs' steps (Group.program): 'each' calls each run's own compiled
+# step in turn, 'tuple' compiles one program of them all (benchmarks/stacked.py).
+PROGRAMS = ("each", "tuple")
 STACKABLE = ("seed", "data.seed", "optim.lr", "optim.momentum", "optim.b1", "optim.b2",
              "optim.eps", "optim.weight_decay", "optim.label_smoothing", "optim.clip_norm",
              "optim.warmup_epochs", "optim.decay_factor", "model.dropout")
@@ -86,9 +89,12 @@ def flat(cfg) -> dict:
 class Group:
   """Runs (`train.Run`s, set up) trained in lock-step by one program (module docstring)."""
 
-  def __init__(self, runs: list):
+  def __init__(self, runs: list, program: str = "each"):
     if not runs:
       raise ValueError("a group needs at least one run")
+    if program not in PROGRAMS:
+      raise UserError(f"--program={program}: use one of {', '.join(PROGRAMS)}")
+    self.kind = program
     first = runs[0]
     for run in runs[1:]:
       why = reason(flat(first.cfg), flat(run.cfg))
@@ -104,11 +110,16 @@ class Group:
     self._current = None  # the run whose phase is running (to name it in an error)
 
   def program(self, members: tuple):
-    """The jitted (states, batches) -> states of `members` (indices into the runs), each
-    run's own train step on its own state and batch, the states donated."""
+    """(states, batches) -> states of `members` (indices into the runs): each run's own
+    train step on its own state and batch, the states donated; with program 'each' each
+    run's own compiled step, called in turn, with 'tuple' one jitted program of them all."""
     if members not in self._programs:
       import jax  # pylint: disable=g-import-not-at-top
       runs = [self.runs[i] for i in members]
+      if self.kind == "each":
+        self._programs[members] = lambda states, batches: tuple(
+            r.train_step(s, b) for r, s, b in zip(runs, states, batches))
+        return self._programs[members]
       fns = tuple(r.steps.train_fn for r in runs)
 
       def step(states, batches):
@@ -229,8 +240,8 @@ class Group:
           batches_of.close()
 
 
-def train_group(cfgs: list, workdirs: list[str], discard_unreadable: bool = False
-                ) -> list[dict]:
+def train_group(cfgs: list, workdirs: list[str], discard_unreadable: bool = False,
+                program: str = "each") -> list[dict]:
   """Trains the runs (validated configs, their work directories) as one group."""
   from cnn_jax import train  # pylint: disable=g-import-not-at-top
   runs = []
@@ -241,7 +252,7 @@ def train_group(cfgs: list, workdirs: list[str], discard_unreadable: bool = Fals
     for run in runs:
       run.lock.release()
     raise
-  return Group(runs).train(discard_unreadable)
+  return Group(runs, program).train(discard_unreadable)
 
 
 def parse_run(argv: list[str]):
@@ -286,11 +297,14 @@ def main(argv: list[str]) -> int:
   logging.get_absl_logger().addFilter(  # own failure reports (the run reports them in a line)
       lambda record: "/orbax/" not in record.pathname or record.levelno >= pylogging.CRITICAL)
   try:
-    if len(argv) != 2:
-      raise UserError("usage: python -m cnn_jax.stacked '[[\"--config=...\", \"--workdir=...\","
-                      " ...], ...]'")
-    runs = [parse_run(args) for args in json.loads(argv[1])]
-    train_group([c for c, _ in runs], [w for _, w in runs])
+    options = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--") and "=" in a)
+    rest = [a for a in argv[1:] if not (a.startswith("--") and "=" in a)]
+    if len(rest) != 1 or set(options) - {"program"}:
+      raise UserError("usage: python -m cnn_jax.stacked [--program=each|tuple] "
+                      "'[[\"--config=...\", \"--workdir=...\", ...], ...]'")
+    runs = [parse_run(args) for args in json.loads(rest[0])]
+    train_group([c for c, _ in runs], [w for _, w in runs],
+                program=options.get("program", "each"))
   except UserError as e:
     print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr, flush=True)
     return 2

@@ -82,10 +82,11 @@ def alone(tmp_path_factory, images):
   return out
 
 
-def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(images, tmp_path,
-                                                                  alone):
+@pytest.mark.parametrize("program", stacked.PROGRAMS)
+def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(images, tmp_path, alone,
+                                                                  program):
   dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
-  finals = stacked.train_group(configs(images), dirs)
+  finals = stacked.train_group(configs(images), dirs, program=program)
   for (want, want_rows), final, wd in zip(alone, finals, dirs):
     assert final["params_sha256"] == want["params_sha256"]
     for key in ("eval_top1", "eval_loss", "test_top1", "test_loss", "best_step", "step"):
@@ -105,7 +106,7 @@ def test_a_stopped_group_resumes_each_run_from_its_own_checkpoint(images, tmp_pa
                                                                  alone):
   dirs = [str(tmp_path / f"run{i}") for i in range(len(CONFIGS))]
   runs = [train.Run(cfg, wd) for cfg, wd in zip(configs(images), dirs)]
-  group = stacked.Group(runs)
+  group = stacked.Group(runs, program="tuple")
   program, calls = group.program, [0]
 
   def stop_in_the_third(members):  # SIGTERM during the 3rd group step
