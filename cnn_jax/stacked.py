@@ -1,30 +1,34 @@
-"""Several runs trained together in one program: a stacked group.
+"""Several runs trained together in one process: a stacked group.
 
 Runs whose configs differ only in seeds or in values that keep every array shape
 (`STACKABLE`: the seeds, the learning rate, weight decay, momentum, ...) are trained in
-lock-step by one jitted program that takes a tuple of their states and a tuple of their
-batches, each run's batch from its own input pipeline (its own data order and augmentation),
-and applies each run's own train step to its own state. Everything else is each run's own
-`train.Run`, driven phase by phase: its work directory, lock, config record, metrics log,
-TensorBoard events, evaluations, checkpoints (one run's state each, as alone), test, final
-record and resume. A run of a group ends bitwise equal to the same run trained alone on the
-same machine (its `params_sha256`, its metrics.jsonl but for timings), and a stopped group,
-started again, resumes each run from its own newest checkpoint (runs left at different steps
-by a SIGKILL are brought level, the ones behind first, then go on together).
+lock-step: at each step every run takes its batch from its own input pipeline (its own data
+order and augmentation) and its own train step updates its own state. Everything else is
+each run's own `train.Run`, driven phase by phase: its work directory, lock, config record,
+metrics log, TensorBoard events, evaluations, checkpoints (one run's state each, as alone),
+test, final record and resume. A run of a group ends bitwise equal to the same run trained
+alone on the same machine (its `params_sha256`, its metrics.jsonl but for timings), and a
+stopped group, started again, resumes each run from its own newest checkpoint (runs left at
+different steps by a SIGKILL are brought level, the ones behind first, then go on together).
 
-Why a tuple of steps in one program and not `jax.vmap` over stacked states: on XLA's CPU
-backend the vmapped step is not bitwise equal to the separate one (the batched kernel gradient
-of a convolution is a grouped convolution, computed in another order: up to 6e-8 apart in
-the small CNN's parameters after 5 steps), and it was slower (0.5x of two separate steps at
-width 0.125; `benchmarks/stacked.py --part=step`). The tuple keeps each run's computation
-as it is alone and saves what is shared: the process, the per-step dispatch and the loop.
+How the steps are computed (`program`): 'each' (the default) calls each run's own compiled
+step in turn, the very program it runs alone; 'tuple' compiles one jitted program over the
+tuple of the runs' states and batches, each run's step in it as alone (also bitwise equal).
+`jax.vmap` of the step over stacked states is not offered: on XLA's CPU backend it is not
+bitwise equal to the separate step (a batched convolution's kernel gradient, for one, is a
+grouped convolution summed in another order; with every convolution computed per run it
+still differed), the small CNN's parameters 6e-8 apart after 5 steps, 0.016 after 143 at
+width 0.125 and 0.047 at width 1; and it was slower than the runs' separate steps (0.67x at
+width 0.125, 0.43x at width 1, k=3; the tuple 1.04x and 0.73x; `benchmarks/stacked.py
+--part=step`). What a group saves is what its runs share: one process, its start-up and
+imports, and the loop.
 
 Throughput: a run's `images_per_sec` is its own images per second of the group's training
 time (the group's rate divided by the number of runs); the other runs' logs, evaluations and
 checkpoints are not counted in it.
 
-  python -m cnn_jax.stacked '[["--config=configs/simple_cnn.py", "--workdir=W0",
-                               "--config.seed=0"], ["--config=...", "--workdir=W1", ...]]'
+  python -m cnn_jax.stacked [--program=each|tuple] '[["--config=configs/simple_cnn.py",
+      "--workdir=W0", "--config.seed=0"], ["--config=...", "--workdir=W1", ...]]'
 
 trains such a group (each list is one run's `run.py train` arguments); `run.py study` starts
 one for each group of ready runs of a study that allows it (`Study.stack`,
