@@ -20,7 +20,8 @@ lets it resume whatever --processes is now.
 Stacking. Where a study stacks (`Study.stack`; by default the runs of STACKED_CONFIGS), the
 runs ready together that differ only in seeds or shape-keeping values (`cnn_jax.stacked`: an
 arm's seeds, its tuning grid of learning rates) train as one group, one child `python -m
-cnn_jax.stacked` taking one of the k places, at most `max_group` runs a group. The group's
+cnn_jax.stacked` taking one of the k places, at most `max_group` runs a group and no larger
+than leaves each free place runs to start (3 seeds on 3 places run alone). The group's
 output goes to its first run's log.txt (the others' say where). A group that fails (not by a
 signal) leaves its unfinished runs to be started again one by one, so that a run that fails
 fails alone, naming its own reason.
@@ -195,12 +196,18 @@ class _Runner:
 
   def start_next(self, todo: list[tuple[dict, str]]) -> None:
     """Starts the first run of `todo` (taking it out), with the runs of `todo` that stack
-    with it where the study stacks."""
+    with it where the study stacks: at most `max_group`, and no more than leave the other
+    free places something to run (k places are not given one group where k runs could run
+    at once)."""
+    free = max(1, self.processes - len(self.active))
+    size = -(-len(todo) // free)
+    if self.max_group is not None:
+      size = min(size, self.max_group)
     run, wd = todo.pop(0)
     members = [(run, wd)]
     if stacks(self.study, run) and run["name"] not in self.alone:
       for other in list(todo):
-        if self.max_group is not None and len(members) >= self.max_group:
+        if len(members) >= size:
           break
         if (other[0]["name"] not in self.alone and stacks(self.study, other[0])
             and stackable(run, other[0])):

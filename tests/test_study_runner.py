@@ -188,3 +188,11 @@ def test_a_failed_group_leaves_its_runs_to_run_one_by_one(fake, tmp_path, capsys
   assert "a__seed1, a__seed2 left to run one by one" in out
   assert "FAILED (exit 1): a__seed1" in out and "done: a__seed2" in out
   assert all(study.finished(os.path.join(runs_dir, f"a__seed{k}")) for k in (0, 2))
+
+
+def test_groups_leave_the_other_places_runs_to_start(fake, tmp_path):
+  s = study.Study("t", (("a", {}),), seeds=(0, 1, 2, 3), stack=True)
+  assert study_runner.run_local(s, str(tmp_path / "runs"), processes=2, poll=0.02) == []
+  groups = sorted(line.split()[1] for line in fake.read_text().splitlines()
+                  if line.startswith("group "))
+  assert groups == ["a__seed0,a__seed1", "a__seed2,a__seed3"]  # two places, two groups of two
