@@ -171,3 +171,21 @@ def test_parse_run_reads_run_py_train_arguments(tmp_path):
   with pytest.raises(UserError, match="no_such"):
     stacked.parse_run(["--config=configs/simple_cnn.py", "--workdir=x",
                        "--config.no_such=1"])
+
+
+def test_a_study_trains_its_seeds_as_one_group_through_the_cli(images, tmp_path, capsys,
+                                                               alone):
+  from cnn_jax import runlog, study, study_runner
+  base = {"model.width": 0.125, "model.num_classes": 2, "data.name": "folder",
+          "data.folder": str(images / "train"), "data.test_folder": str(images / "test"),
+          "data.validation_fraction": 0.25, "data.manual_dir": "", "train.batch_size": 16,
+          "train.eval_batch_size": 8, "train.steps": 6, "train.eval_every_steps": 2,
+          "train.log_every_steps": 1, "mesh.data": 1}
+  s = study.Study("t", (("a", {}),), base=base, seeds=(0, 1))  # configs/simple_cnn.py: stacks
+  runs_dir = tmp_path / "runs"
+  assert study_runner.run_local(s, str(runs_dir), poll=0.1) == []
+  assert "started a__seed0, a__seed1 (one stacked group)" in capsys.readouterr().out
+  for seed in (0, 1):  # as the same runs trained alone in this process (CONFIGS' first two)
+    final = runlog.final(str(runs_dir / f"a__seed{seed}"))
+    assert final["params_sha256"] == alone[seed][0]["params_sha256"]
+  assert "its output is in" in (runs_dir / "a__seed1" / "log.txt").read_text()
