@@ -7,21 +7,22 @@ invocation.
   .venv/bin/python benchmarks/stacked.py --part=step [--widths=0.125,1] [--k=3] [--rounds=7]
 
 `--part=runs` (what a study sees): after `--warmup` rounds that are not counted (they fill
-JAX's compilation cache, which a study's later runs find filled), each round runs the k configs (seeds 0..k-1) as k
-`run.py train` processes one after another, as `run.py study` starts them, and as one
-`python -m cnn_jax.stacked --program=P` process (P: `--program`, default each); the order alternates between rounds. It prints the wall
-time of each, the group's training images/s (the sum of its runs' logged rates) against the
-separate runs' mean, and checks each stacked run's params_sha256 against its separate run's.
-The cases: `width_<w>`: the width study's small budget (experiments/width.py:small: 2 epochs
-on 30% of the training split, evaluated after each) at model.width=w; `main`: the main job
-(configs/simple_cnn.py) cut to `--main_epochs` epochs.
+JAX's compilation cache, which a study's later runs find filled), each round runs the k
+configs (seeds 0..k-1) as k `run.py train` processes one after another, as `run.py study`
+starts them, and as one `python -m cnn_jax.stacked --program=P` process (`--program`, default
+each); the order alternates between rounds. It prints the wall time of each, the group's
+training images/s (the sum of its runs' logged rates) against the separate runs' mean, and
+checks each stacked run's params_sha256 against its separate run's. The cases: `width_<w>`:
+the width study's small budget (experiments/width.py:small: 2 epochs on 30% of the training
+split, evaluated after each) at model.width=w; `main`: the main job (configs/simple_cnn.py)
+cut to `--main_epochs` epochs.
 
 `--part=step` (the program alone): the train step of k runs of the small CNN at each width
 on random batches of 128, timed as k calls of the jitted step, as one jitted program over the
-tuple of states (what stacked.py runs), the same with each run's step ordered after the one
-before (an optimization_barrier between them), and as jax.vmap of the step over stacked states;
-milliseconds per group step, the ratios to the k calls, and whether each run's parameters are
-bitwise equal to its separate run's after the timed steps.
+tuple of states (stacked.py's program 'tuple'), the same with each run's step ordered after
+the one before (an optimization_barrier between them), and as jax.vmap of the step over
+stacked states; milliseconds per group step, the ratios to the k calls, and whether each
+run's parameters are bitwise equal to its separate run's after the timed steps.
 
 This machine's speed drifts and other jobs may share it: read the ratios, within a round
 and across rounds, not the absolute figures.
@@ -114,18 +115,19 @@ def part_runs(args) -> None:
         x = runs_round(case, overrides, args.k, root, r % 2 == 1, args.program)
       if r >= args.warmup:
         rounds.append(x)
-      print(f"{case} {'warm-up' if r < args.warmup else 'round'} {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
+      label = "warm-up" if r < args.warmup else "round"
+      print(f"{case} {label} {r + 1}: {args.k} separate {x['separate_s']:.1f} s, stacked "
             f"{x['stacked_s']:.1f} s ({x['separate_s'] / x['stacked_s']:.2f}x); training "
             f"images/s {x['separate_rate']:,.0f} alone, {x['stacked_rate']:,.0f} for the group; "
             f"params_sha256 equal: {x['bitwise']}", flush=True)
     med = {key: statistics.median(x[key] for x in rounds)
            for key in ("separate_s", "stacked_s", "separate_rate", "stacked_rate")}
     ratios = [x["separate_s"] / x["stacked_s"] for x in rounds]
-    print(f"{case}: k={args.k}, --program={args.program}, median of {args.rounds}: separate {med['separate_s']:.1f} s, "
-          f"stacked {med['stacked_s']:.1f} s; wall-time speed-up {statistics.median(ratios):.2f}x "
-          f"(rounds {min(ratios):.2f} to {max(ratios):.2f}); training images/s "
-          f"{med['stacked_rate'] / med['separate_rate']:.2f}x; bitwise in every round: "
-          f"{all(x['bitwise'] for x in rounds)}", flush=True)
+    print(f"{case}: k={args.k}, --program={args.program}, median of {args.rounds}: separate "
+          f"{med['separate_s']:.1f} s, stacked {med['stacked_s']:.1f} s; wall-time speed-up "
+          f"{statistics.median(ratios):.2f}x (rounds {min(ratios):.2f} to {max(ratios):.2f}); "
+          f"training images/s {med['stacked_rate'] / med['separate_rate']:.2f}x; bitwise in "
+          f"every round: {all(x['bitwise'] for x in rounds)}", flush=True)
 
 
 def part_step(args) -> None:
@@ -201,20 +203,21 @@ def part_step(args) -> None:
       same = {"tuple": [checkpoint.fingerprint(s.params) for s in held["tuple"]] == sep_params,
               "sequence": [checkpoint.fingerprint(s.params) for s in held["sequence"]]
               == sep_params,
-              "vmap": [checkpoint.fingerprint(jax.tree.map(lambda x: x[i], held["vmap"].params))  # noqa: B023
+              "vmap": [checkpoint.fingerprint(jax.tree.map(lambda x, i=i: x[i],
+                                                           held["vmap"].params))
                        for i in range(k)] == sep_params}
       vdiff = max(float(jnp.max(jnp.abs(a[i] - b))) for i in range(k) for a, b in zip(
           jax.tree.leaves(held["vmap"].params), jax.tree.leaves(held["separate"][i].params)))
       med = {n: statistics.median(t) for n, t in times.items()}
-      print(f"width {width}, k={k}, batch {batch}: {k} separate steps {med['separate'] * 1e3:.2f} ms "
-            f"({k * batch / med['separate']:,.0f} images/s); one program over the tuple "
-            f"{med['tuple'] * 1e3:.2f} ms ({med['separate'] / med['tuple']:.2f}x, bitwise "
-            f"{same['tuple']}); the same with each step after the one before "
-            f"{med['sequence'] * 1e3:.2f} ms ({med['separate'] / med['sequence']:.2f}x, bitwise "
-            f"{same['sequence']}); vmap {med['vmap'] * 1e3:.2f} ms "
-            f"({med['separate'] / med['vmap']:.2f}x, bitwise {same['vmap']}, largest parameter "
-            f"difference {vdiff:.2g}); median of {args.rounds} rounds of {args.steps} steps",
-            flush=True)
+      print(f"width {width}, k={k}, batch {batch}: {k} separate steps "
+            f"{med['separate'] * 1e3:.2f} ms ({k * batch / med['separate']:,.0f} images/s); one "
+            f"program over the tuple {med['tuple'] * 1e3:.2f} ms "
+            f"({med['separate'] / med['tuple']:.2f}x, bitwise {same['tuple']}); the same with "
+            f"each step after the one before {med['sequence'] * 1e3:.2f} ms "
+            f"({med['separate'] / med['sequence']:.2f}x, bitwise {same['sequence']}); vmap "
+            f"{med['vmap'] * 1e3:.2f} ms ({med['separate'] / med['vmap']:.2f}x, bitwise "
+            f"{same['vmap']}, largest parameter difference {vdiff:.2g}); median of "
+            f"{args.rounds} rounds of {args.steps} steps", flush=True)
 
 
 def main() -> None:
