@@ -102,6 +102,24 @@ def train_images_per_sec(records: list[dict]) -> float | None:
   return statistics.median(rates) if rates else None
 
 
+def _stacked(final: dict | None) -> int:
+  """The number of runs trained in the run's stacked group (cnn_jax.stacked), 1 if alone."""
+  n = (final or {}).get("stacked_runs", 1)
+  return n if isinstance(n, int) and n > 0 else 1
+
+
+def _group_rate(run: dict) -> float | None:
+  """A run's training images/s, as its group's where it was stacked (a stacked run logs its
+  share)."""
+  rate = train_images_per_sec(run["records"])
+  return None if rate is None else rate * _stacked(run["final"])
+
+
+def _per_run(seconds, final: dict):
+  """A run's wall time, its share of its group's where it was stacked."""
+  return seconds / _stacked(final) if _number(seconds) else seconds
+
+
 def _mean_std(values) -> tuple[float | None, float | None]:
   """Mean and sample standard deviation (None with fewer than two values)."""
   values = [v for v in values if _number(v)]
@@ -146,8 +164,8 @@ def variant_row(variant: str, runs: list[dict], split: str = "validation") -> di
              else check.converged,
              curve_change_pct=None if check is None or not math.isfinite(check.change)
              else check.change,
-             images_per_sec=_mean_std([train_images_per_sec(r["records"]) for r in done])[0],
-             wall_time_s=_mean_std([f.get("wall_time_s") for f in finals])[0],
+             images_per_sec=_mean_std([_group_rate(r) for r in done])[0],
+             wall_time_s=_mean_std([_per_run(f.get("wall_time_s"), f) for f in finals])[0],
              unfinished=[r["name"] for r in runs if r["final"] is None])
   return row
 

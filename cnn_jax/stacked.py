@@ -25,7 +25,9 @@ imports, and the loop.
 
 Throughput: a run's `images_per_sec` is its own images per second of the group's training
 time (the group's rate divided by the number of runs); the other runs' logs, evaluations and
-checkpoints are not counted in it.
+checkpoints are not counted in it. Its final record's `wall_time_s` is the group's, and
+`stacked_runs` the number of runs in the group (the collector divides the one and multiplies
+the other by it: the cost of a run, the rate of the machine).
 
   python -m cnn_jax.stacked [--program=each|tuple] '[["--config=configs/simple_cnn.py",
       "--workdir=W0", "--config.seed=0"], ["--config=...", "--workdir=W1", ...]]'
@@ -197,7 +199,8 @@ class Group:
       raise stopped from None
     for i in active:
       with self._as(self.runs[i]):
-        self.runs[i].finished = self.runs[i].record_final(total, tested[i])
+        self.runs[i].finished = self.runs[i].record_final(
+            total, tested[i], {"stacked_runs": len(self.runs)})
     return [run.finished for run in self.runs]
 
   @staticmethod

@@ -344,12 +344,12 @@ class Run:
     self.ckpt.wait()
     self.writer.close()
 
-  def record_final(self, step: int, tested: dict) -> dict:
-    """The final record (the last evaluation, the test, params_sha256, ...) written and
-    returned; the curves plotted; the checkpoints closed."""
+  def record_final(self, step: int, tested: dict, extra: dict | None = None) -> dict:
+    """The final record (the last evaluation, the test, params_sha256, ..., `extra`) written
+    and returned; the curves plotted; the checkpoints closed."""
     cfg, s = self.cfg, self.summary
     final = {k: v for k, v in self.last_eval.items() if k != "step"}
-    final.update(tested)
+    final.update(tested, **(extra or {}))
     final.update(epoch=step / self.steps_per_epoch, params=s.params, macs=s.macs,
                  wall_time_s=time.monotonic() - self.start_time,
                  train_examples=self.ds.num_train,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn_jax import config, metrics, preemption, stacked, train
+from cnn_jax import collect, config, metrics, preemption, stacked, train
 from cnn_jax.errors import UserError
 from helpers import load_config
 
@@ -59,7 +59,7 @@ def records(workdir):
 
 def untimed(rows):
   """metrics.jsonl without what depends on the clock."""
-  drop = {"images_per_sec", "time", "wall_time_s", "train_s"}
+  drop = {"images_per_sec", "time", "wall_time_s", "train_s", "stacked_runs"}
   return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
@@ -97,6 +97,12 @@ def test_a_stacked_group_equals_its_runs_trained_alone_bit_for_bit(images, tmp_p
     assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))) == [2, 4, 6]
   # The runs differ (seeds, a learning rate): equality above is not of one run thrice.
   assert len({f["params_sha256"] for f in finals}) == len(CONFIGS)
+  # Each final record says it was one of a group: the collector's cost of a run is its share.
+  assert [records(wd)[-1]["stacked_runs"] for wd in dirs] == [3, 3, 3]
+  row = {"records": [{"images_per_sec": 9.0}, {"images_per_sec": 10.0}],
+         "final": {"stacked_runs": 3, "wall_time_s": 30.0}}
+  assert collect._group_rate(row) == 30.0  # pylint: disable=protected-access
+  assert collect._per_run(30.0, row["final"]) == 10.0  # pylint: disable=protected-access
   # Started again, a finished group reports the results and trains nothing.
   again = stacked.train_group(configs(images), dirs)
   assert [a["params_sha256"] for a in again] == [f["params_sha256"] for f in finals]
