@@ -179,8 +179,7 @@ def test_parse_run_reads_run_py_train_arguments(tmp_path):
                        "--config.no_such=1"])
 
 
-def test_a_study_trains_its_seeds_as_one_group_through_the_cli(images, tmp_path, capsys,
-                                                               alone):
+def test_a_study_trains_its_seeds_as_one_group_through_the_cli(images, tmp_path, capsys):
   from cnn_jax import runlog, study, study_runner
   base = {"model.width": 0.125, "model.num_classes": 2, "data.name": "folder",
           "data.folder": str(images / "train"), "data.test_folder": str(images / "test"),
@@ -191,7 +190,14 @@ def test_a_study_trains_its_seeds_as_one_group_through_the_cli(images, tmp_path,
   runs_dir = tmp_path / "runs"
   assert study_runner.run_local(s, str(runs_dir), poll=0.1) == []
   assert "started a__seed0, a__seed1 (one stacked group)" in capsys.readouterr().out
-  for seed in (0, 1):  # as the same runs trained alone in this process (CONFIGS' first two)
+  # the same runs, each alone in its own `run.py train` child: the runner's children share one
+  # environment (XLA's flags from startup.configure), which this test process need not have
+  separate = study.Study("t", (("a", {}),), base=base, seeds=(0, 1), stack=False)
+  alone_dir = tmp_path / "alone"
+  assert study_runner.run_local(separate, str(alone_dir), poll=0.1) == []
+  assert "one stacked group" not in capsys.readouterr().out
+  for seed in (0, 1):
     final = runlog.final(str(runs_dir / f"a__seed{seed}"))
-    assert final["params_sha256"] == alone[seed][0]["params_sha256"]
+    assert final["params_sha256"] == runlog.final(str(alone_dir / f"a__seed{seed}"))[
+        "params_sha256"]
   assert "its output is in" in (runs_dir / "a__seed1" / "log.txt").read_text()
