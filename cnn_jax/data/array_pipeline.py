@@ -15,7 +15,6 @@ and masked.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -73,8 +72,8 @@ class ArrayDataset:
     self.local_batch = global_batch // process_count
     self.eval_local_batch = eval_batch // process_count
     self.eval_steps, self.test_steps = (
-        math.ceil(max(len(shares[s][1]) if s in shares else 0,
-                      splits.largest_share(total, process_count)) / self.eval_local_batch)
+        splits.eval_steps(len(shares[s][1]) if s in shares else 0, total, process_count,
+                          self.eval_local_batch)
         for s, total in (("eval", self.num_eval), ("test", self.num_test)))
     self.stats = prep.stats
     self.mean_mode = prep.mean_mode

@@ -14,7 +14,6 @@ or be the same on resume, for the orders to repeat.
 
 from __future__ import annotations
 
-import math
 
 import tensorflow as tf
 from absl import logging
@@ -60,10 +59,8 @@ class Dataset:
     self.steps_per_epoch = source.num_train // global_batch
     self.local_batch = global_batch // process_count
     self.eval_local_batch = eval_batch // process_count
-    # every process yields the same number of eval batches: the largest share's, padded
     self.eval_steps, self.test_steps = (
-        math.ceil(max(local, splits.largest_share(total, process_count))
-                  / self.eval_local_batch)
+        splits.eval_steps(local, total, process_count, self.eval_local_batch)
         for local, total in ((source.local_eval, source.num_eval),
                              (source.local_test, source.num_test)))
     self.stats = prep.stats

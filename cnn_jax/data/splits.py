@@ -101,6 +101,12 @@ def largest_share(total: int, count: int) -> int:
   return -(-total // count)
 
 
+def eval_steps(local: int, total: int, count: int, local_batch: int) -> int:
+  """The evaluation batches every one of `count` processes yields for a split of `total`
+  examples (this one holding `local`): the largest share's, padded, so all yield the same."""
+  return -(-max(local, largest_share(total, count)) // local_batch)
+
+
 def fingerprint(items) -> str:
   """sha256 of a held-out set (indices, or a folder's relative paths), recorded with the run."""
   h = hashlib.sha256()
