@@ -49,20 +49,8 @@ SMOKE = {"train.epochs": 0.1, "train.log_every_steps": 5}
 
 def load(spec: str, overrides: dict | None = None):
   """The validated run config of 'configs/file.py[:variant]' with `overrides` ({key: value})."""
-  import importlib.util
-  from cnn_jax import config
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("recipe_config", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  cfg = module.get_config(variant or None)
-  for key, value in (overrides or {}).items():
-    *groups, last = key.split(".")
-    node = cfg
-    for g in groups:
-      node = node[g]
-    node[last] = value
-  return config.validate(cfg)
+  from cnn_jax import config, studyplan
+  return config.validate(studyplan.load_config(spec, overrides or {}))
 
 
 def first_at(history: list[dict], target: float) -> dict | None:
