@@ -56,7 +56,7 @@ def cases(smoke: bool) -> list[tuple[str, str, dict]]:
   return vgg + [("vgg_D f32 b128", "vgg.py:D", {"train.batch_size": 128}),
                 ("alexnet two-tower b128", "alexnet.py:paper", {}),
                 ("alexnet torchvision b128", "alexnet.py:torchvision", {}),
-                ("simple_cnn b128", "simple_cnn.py", {})]
+                ("simple_cnn b128", "simple_cnn.py", {"train.batch_size": 128})]
 
 
 def load_config(spec: str, overrides: dict):

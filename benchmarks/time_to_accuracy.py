@@ -1,26 +1,29 @@
 """Time to accuracy of the main job: seconds of training to 91% and 92% Fashion-MNIST test
-top-1 for today's default recipe (`configs/simple_cnn.py`), the fast recipe
-(`configs/simple_cnn.py:fast`) and Keras 3 with the same network and the fast recipe as far
-as Keras expresses it (`keras_default`, today's recipe in Keras, on request), in one
-invocation, the recipes alternating, the median of `--rounds`.
+top-1 for the default recipe (`configs/simple_cnn.py`, the fast recipe), the earlier default
+(`configs/simple_cnn.py:long`) and Keras 3 with the same network and the default recipe
+(`keras`; `keras_long`, the earlier one, on request), in one invocation, the recipes
+alternating, the median of `--rounds`.
 
-  .venv/bin/python benchmarks/time_to_accuracy.py [--rounds=3] [--recipes=default,fast,...]
+  .venv/bin/python benchmarks/time_to_accuracy.py [--rounds=3] [--recipes=long,default,...]
       [--targets=0.91,0.92] [--json_out=PATH]
   .venv/bin/python benchmarks/time_to_accuracy.py --smoke    # seconds: tiny runs, low targets
 
-What is measured. Each run is its own process. The test split is evaluated every half epoch
-for this measurement only (the recipes were chosen on the validation split; nothing here
-selects anything). "Training seconds" are the run's time from its first step, its
-compilation included, with the evaluations left out (cnn_jax: `train_s` of its evaluation
-records, `TrainClock.training_seconds`; Keras: `model.fit`'s time less its `evaluate` calls);
-"from launch" is the wall time from starting the process, start-up included. Both frameworks
-train on the same 54,000 images: cnn_jax's held-in training split, and for Keras the original
-files' images less a hold-out of the same fraction (data.validation_fraction) drawn by
-`splits.holdout` over the files' order (the same count; TFDS orders the examples differently,
-so not the same images). Keras's model is benchmarks/peers.py's (parameter count checked
-there), He-normal initialised as cnn_jax's; Adam with the recipe's learning rate, warm-up and
-cosine decay, label smoothing and horizontal flips where the recipe has them. What Keras lacks
-is named in its row (`keras_unsupported`).
+What is measured. Each run is its own process; round r trains every recipe with seed r (the
+initial weights and the data order), so the medians are over seeds as well as over the
+machine's drift, and the final test top-1 is given with its range over the rounds. The test
+split is evaluated every half epoch for this measurement only (the recipes were chosen on the
+validation split; nothing here selects anything). "Training seconds" are the run's time from
+its first step, its compilation included, with the evaluations left out (cnn_jax: `train_s`
+of its evaluation records, `TrainClock.training_seconds`; Keras: `model.fit`'s time less its
+`evaluate` calls); "from launch" is the wall time from starting the process, start-up
+included. Both frameworks train on the same 54,000 images: cnn_jax's held-in training split,
+and for Keras the original files' images less a hold-out of the same fraction
+(data.validation_fraction) drawn by `splits.holdout` over the files' order (the same count;
+TFDS orders the examples differently, so not the same images). Keras's model is
+benchmarks/peers.py's (parameter count checked there), He-normal initialised as cnn_jax's;
+Adam with the recipe's learning rate, warm-up and cosine decay, label smoothing and
+horizontal flips where the recipe has them. What Keras lacks is named in its row
+(`keras_unsupported`).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ sys.path.insert(0, REPO)
 
 # name: (framework, config); a Keras recipe follows the cnn_jax config named.
 RECIPES = {"default": ("cnn_jax", "configs/simple_cnn.py"),
-           "fast": ("cnn_jax", "configs/simple_cnn.py:fast"),
-           "keras_default": ("keras", "configs/simple_cnn.py"),
-           "keras_fast": ("keras", "configs/simple_cnn.py:fast")}
+           "long": ("cnn_jax", "configs/simple_cnn.py:long"),
+           "keras": ("keras", "configs/simple_cnn.py"),
+           "keras_long": ("keras", "configs/simple_cnn.py:long")}
 EVALS_PER_EPOCH = 2
 SMOKE = {"train.epochs": 0.1, "train.log_every_steps": 5}
 
@@ -61,9 +64,10 @@ def first_at(history: list[dict], target: float) -> dict | None:
 def summarise(rounds: list[dict], targets) -> dict:
   """Per target, the median over the rounds of the training and launch seconds to reach it
   (None where a round never did: the median is then over the rounds that did, and `reached`
-  says how many), and the median final test top-1."""
-  out = {"rounds": len(rounds), "final_test_top1": statistics.median(
-      r["history"][-1]["test_top1"] for r in rounds)}
+  says how many), and the median and range of the final test top-1."""
+  finals = [r["history"][-1]["test_top1"] for r in rounds]
+  out = {"rounds": len(rounds), "final_test_top1": statistics.median(finals),
+         "final_test_top1_range": [min(finals), max(finals)]}
   for t in targets:
     hits = [h for h in (first_at(r["history"], t) for r in rounds) if h]
     out[f"{t}"] = {"reached": len(hits),
@@ -74,15 +78,20 @@ def summarise(rounds: list[dict], targets) -> dict:
 
 
 # -- cnn_jax: run.py train in a fresh work directory ------------------------------------------
-def cnn_jax_overrides(smoke: bool) -> dict:
+def overrides(smoke: bool, seed: int) -> dict:
+  """What both frameworks change in a recipe's config: the round's seed, and the smoke size."""
+  return {"seed": seed, **(SMOKE if smoke else {})}
+
+
+def cnn_jax_overrides(smoke: bool, seed: int = 0) -> dict:
   return {"data.eval_split": "test", "train.eval_every_epochs": 1 / EVALS_PER_EPOCH,
-          **(SMOKE if smoke else {})}
+          **overrides(smoke, seed)}
 
 
-def run_cnn_jax(spec: str, smoke: bool, timeout: float) -> dict:
+def run_cnn_jax(spec: str, smoke: bool, seed: int, timeout: float) -> dict:
   """`run.py train --config=spec`, evaluating the test split every half epoch; its history
   from metrics.jsonl."""
-  flags = [f"--config.{k}={v}" for k, v in cnn_jax_overrides(smoke).items()]
+  flags = [f"--config.{k}={v}" for k, v in cnn_jax_overrides(smoke, seed).items()]
   with tempfile.TemporaryDirectory(prefix="tta_") as workdir:
     launch = time.time()
     with open(os.path.join(workdir, "stderr.txt"), "w") as err:
@@ -113,7 +122,7 @@ def keras_unsupported(cfg) -> list[str]:
   return out
 
 
-def keras_worker(spec: str, smoke: bool) -> dict:
+def keras_worker(spec: str, smoke: bool, seed: int = 0) -> dict:
   """Trains peers.py's small CNN with Keras on the held-in images, as `spec`'s recipe says;
   the history of test top-1 every half epoch against training seconds."""
   os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -122,7 +131,7 @@ def keras_worker(spec: str, smoke: bool) -> dict:
   import tensorflow as tf
   from benchmarks import peers
   from cnn_jax.data import VENDORED_FASHION_MNIST, idx, splits
-  cfg = load(spec, SMOKE if smoke else None)
+  cfg = load(spec, overrides(smoke, seed))
   t, o, p = cfg.train, cfg.optim, cfg.data.preprocess
   (x, y), (xt, yt) = (idx.load(VENDORED_FASHION_MNIST, s) for s in ("train", "test"))
   keep = np.setdiff1d(np.arange(len(x)), splits.holdout(len(x), cfg.data.validation_fraction,
@@ -175,8 +184,8 @@ def keras_worker(spec: str, smoke: bool) -> dict:
           "version": f"keras {keras.__version__}, tensorflow {tf.__version__}"}
 
 
-def run_keras(spec: str, smoke: bool, timeout: float) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), "--keras_worker", spec]
+def run_keras(spec: str, smoke: bool, seed: int, timeout: float) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), "--keras_worker", spec, f"--seed={seed}"]
   out = subprocess.run(cmd + (["--smoke"] if smoke else []), cwd=REPO, capture_output=True,
                        text=True, timeout=timeout)
   if out.returncode:
@@ -199,24 +208,27 @@ def table(results: dict, targets) -> str:
       x = s[f"{t}"]
       note = f" ({x['reached']}/{s['rounds']})" if 0 < x["reached"] < s["rounds"] else ""
       parts += [cell(x["train_s"]) + note, cell(x["wall_s"])]
+    low, high = s.get("final_test_top1_range") or (s["final_test_top1"],) * 2
+    spread = f" ({100 * low:.2f} to {100 * high:.2f})" if s["rounds"] > 1 else ""
     lines.append(f"| {name} | {s['rounds']} | " + " | ".join(parts)
-                 + f" | {100 * s['final_test_top1']:.2f}% |")
+                 + f" | {100 * s['final_test_top1']:.2f}%{spread} |")
   return "\n".join(lines)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=3)
-  parser.add_argument("--recipes", default="default,fast,keras_fast",
+  parser.add_argument("--recipes", default="long,default,keras",
                       help=f"comma-separated, of {', '.join(RECIPES)}")
   parser.add_argument("--targets", default="0.91,0.92")
   parser.add_argument("--smoke", action="store_true", help="tiny runs (0.1 epoch), targets 0.1")
   parser.add_argument("--json_out")
   parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
   parser.add_argument("--keras_worker", help=argparse.SUPPRESS)
+  parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.keras_worker:
-    print(json.dumps(keras_worker(args.keras_worker, args.smoke)))
+    print(json.dumps(keras_worker(args.keras_worker, args.smoke, args.seed)))
     return 0
   targets = (0.1,) if args.smoke else tuple(float(t) for t in args.targets.split(","))
   names = args.recipes.split(",")
@@ -228,7 +240,7 @@ def main(argv=None) -> int:
   for r in range(args.rounds):
     for name in names:
       framework, spec = RECIPES[name]
-      result = (run_cnn_jax if framework == "cnn_jax" else run_keras)(spec, args.smoke,
+      result = (run_cnn_jax if framework == "cnn_jax" else run_keras)(spec, args.smoke, r,
                                                                        args.timeout)
       runs[name].append(result)
       hits = ", ".join(f"{100 * t:g}% at {cell((first_at(result['history'], t) or {}).get('train_s'))} s"

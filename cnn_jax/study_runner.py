@@ -39,8 +39,9 @@ from cnn_jax import metrics, stacked, study as studies, tuning
 from cnn_jax import workdir as workdirs
 
 XLA_THREAD_OPTIONS = ("xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
-# The configs whose runs stack unless a study says otherwise: where benchmarks/stacked.py
-# measured a group faster than its runs one after another (README, "Studies").
+# The config files whose runs (any variant) stack unless a study says otherwise: where
+# benchmarks/stacked.py measured a group faster than its runs one after another (README,
+# "Studies").
 STACKED_CONFIGS = ("configs/simple_cnn.py",)
 
 
@@ -105,7 +106,9 @@ def group_command(members: list[tuple[dict, str]], threads: int | None) -> list[
 
 def stacks(study, run: dict) -> bool:
   """Whether `run` of `study` may train in a stacked group (module docstring)."""
-  return study.stack if study.stack is not None else run["config"] in STACKED_CONFIGS
+  if study.stack is not None:
+    return study.stack
+  return run["config"].partition(":")[0] in STACKED_CONFIGS
 
 
 def stackable(a: dict, b: dict) -> bool:

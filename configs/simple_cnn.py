@@ -2,20 +2,23 @@
 
   python run.py                                   # trains this config, offline
   python run.py train --config=configs/simple_cnn.py --workdir=workdirs/fmnist
-  python run.py train --config=configs/simple_cnn.py:fast --workdir=workdirs/fmnist_fast
+  python run.py train --config=configs/simple_cnn.py:long --workdir=workdirs/fmnist_long
 
 Fashion-MNIST is prepared from the copy vendored in cnn_jax/data/vendor (no network needed).
 
-`fast`: the same network (333,526 parameters) with a recipe for time to accuracy, chosen on the
-validation split (benchmarks/HISTORY.md, "Fast recipe"): batch 256 at twice the learning rate
-(2e-3) after a linear warm-up of half an epoch, label smoothing 0.1, cosine decay over 6
-epochs instead of 12. Measured against the default by `python benchmarks/time_to_accuracy.py`.
+The default recipe (`base`, also named `fast`) is chosen for time to accuracy on the validation
+split (benchmarks/HISTORY.md, "Fast recipe"): Adam at 3e-3 after a linear warm-up of half an
+epoch, cosine decay to zero over 6 epochs, batch 64 (on a CPU the step's images/s do not grow
+with the batch, so the smaller batch takes more updates for the same time), label smoothing
+0.1 (Szegedy et al. 2016, Sec. 7). `long`: the earlier default, batch 128, Adam 1e-3, cosine
+over 12 epochs, no smoothing; the small-scale studies of this network keep it, so that their
+committed tables re-run unchanged. `python benchmarks/time_to_accuracy.py` measures the two.
 """
 
 from cnn_jax import config, data
 from configs import common
 
-VARIANTS = ("base", "fast")
+VARIANTS = ("base", "fast", "long")
 
 
 def get_config(arg: str | None = None):
@@ -28,9 +31,9 @@ def get_config(arg: str | None = None):
   cfg.data.manual_dir = data.VENDORED_FASHION_MNIST
   cfg.data.preprocess.mean = "channel"
   cfg.data.preprocess.std = "channel"
-  if variant == "fast":
-    common.adam_cosine(cfg, lr=2e-3, batch_size=256, epochs=6.0)
-    cfg.optim.warmup_epochs = 0.5
-    cfg.optim.label_smoothing = 0.1
-    return cfg
-  return common.adam_cosine(cfg, lr=1e-3, batch_size=128, epochs=12.0)
+  if variant == "long":
+    return common.adam_cosine(cfg, lr=1e-3, batch_size=128, epochs=12.0)
+  common.adam_cosine(cfg, lr=3e-3, batch_size=64, epochs=6.0)
+  cfg.optim.warmup_epochs = 0.5
+  cfg.optim.label_smoothing = 0.1
+  return cfg

@@ -11,7 +11,7 @@ from cnn_jax.study import SMALL, SMALL_SEEDS, Study, grid
 def get_study(scale="small"):
   if scale == "small":
     return Study("width_small", grid(**{"model.width": (0.125, 0.25, 0.5, 1.0, 2.0)}),
-                 config="configs/simple_cnn.py", base=SMALL, seeds=SMALL_SEEDS,
+                 config="configs/simple_cnn.py:long", base=SMALL, seeds=SMALL_SEEDS,
                  scaling="params",
                  title="Width scaling (small CNN, Fashion-MNIST)")
   return {"paper": Study("width_paper", grid(**{"model.width": (0.25, 0.5, 0.75, 1.0, 1.5)}),

@@ -34,7 +34,7 @@ def arms(widths, fractions) -> tuple:
 
 def get_study(scale="small"):
   if scale == "small":
-    return Study("width_data_small", arms(WIDTHS, FRACTIONS), config="configs/simple_cnn.py",
+    return Study("width_data_small", arms(WIDTHS, FRACTIONS), config="configs/simple_cnn.py:long",
                  base={"train.epochs": EPOCHS, "train.eval_every_epochs": 1.0},
                  seeds=SMALL_SEEDS, scaling="joint",
                  title=f"Width x data (small CNN, Fashion-MNIST, {EPOCHS:g} epochs per run)")

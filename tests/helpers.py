@@ -63,6 +63,7 @@ def tiny_training(file, arg=None, steps=3, batch=16, width=None, **mesh):
   cfg.data.name, cfg.data.manual_dir = "fashion_mnist", ""
   cfg.optim.name, cfg.optim.lr, cfg.optim.momentum = "sgd", 0.01, 0.9
   cfg.optim.schedule, cfg.optim.weight_decay = "constant", 5e-4
+  cfg.optim.warmup_epochs, cfg.optim.label_smoothing = 0.0, 0.0
   t = cfg.train
   t.batch_size, t.eval_batch_size, t.steps = batch, 16, steps
   t.eval_every_steps, t.log_every_steps = steps, 1

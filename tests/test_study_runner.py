@@ -176,6 +176,11 @@ def test_runs_that_differ_in_seeds_or_lr_train_as_stacked_groups(fake, tmp_path,
   # Runs of different shapes never stack; nor does a study that says so.
   assert not study_runner.stackable(s.runs()[0], s.runs()[3])
   assert not study_runner.stacks(study.Study("u", (("a", {}),), stack=False), s.runs()[0])
+  # By default, the runs of any variant of a STACKED_CONFIGS file stack, and no others.
+  for spec, stacks in (("configs/simple_cnn.py", True), ("configs/simple_cnn.py:long", True),
+                       ("configs/lenet5.py:paper", False)):
+    u = study.Study("u", (("a", {}),), config=spec)
+    assert study_runner.stacks(u, u.runs()[0]) is stacks, spec
 
 
 def test_a_failed_group_leaves_its_runs_to_run_one_by_one(fake, tmp_path, capsys, monkeypatch):
