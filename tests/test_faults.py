@@ -202,7 +202,7 @@ CONFLICTS = [
     ("resume with batch norm", ["train", "--allow_config_change", "--config.model.norm=batchnorm"],
      ["is in the config's model but not in the checkpoint"]),
     ("resume with another lr", ["train", "--config.optim.lr=0.5"],
-     ["different config", "optim.lr: 0.001 -> 0.5", "--allow_config_change"]),
+     ["different config", "optim.lr: 0.003 -> 0.5", "--allow_config_change"]),
     ("eval of a missing step", ["eval", "--checkpoint=5"], ["no checkpoint at step 5", "[4, 8]"]),
     ("eval of a step name", ["eval", "--checkpoint=foo"], ["--checkpoint=foo", "latest, best"]),
     ("eval width inf", ["eval", "--config.model.width=inf"], ["model.width"]),

@@ -347,7 +347,7 @@ def test_bad_input_through_the_cli_is_one_line_and_loses_nothing(tmp_path):
   before = {p: open(p, "rb").read() for p in glob.glob(f"{tmp_path / 'a'}/*.json*")}
   line = one_line_error(cli("train", f"--workdir={tmp_path / 'a'}", *folder,
                             "--config.data.bad_images=skip", "--config.optim.lr=0.1"))
-  assert "different config (optim.lr: 0.001 -> 0.1)" in line and "--allow_config_change" in line
+  assert "different config (optim.lr: 0.003 -> 0.1)" in line and "--allow_config_change" in line
   assert {p: open(p, "rb").read() for p in before} == before  # nothing written is lost
 
 

@@ -176,7 +176,9 @@ def test_runs_that_differ_in_seeds_or_lr_train_as_stacked_groups(fake, tmp_path,
   # Runs of different shapes never stack; nor does a study that says so.
   assert not study_runner.stackable(s.runs()[0], s.runs()[3])
   assert not study_runner.stacks(study.Study("u", (("a", {}),), stack=False), s.runs()[0])
-  # By default, the runs of any variant of a STACKED_CONFIGS file stack, and no others.
+
+
+def test_by_default_any_variant_of_a_stacked_config_file_stacks_and_no_other():
   for spec, stacks in (("configs/simple_cnn.py", True), ("configs/simple_cnn.py:long", True),
                        ("configs/lenet5.py:paper", False)):
     u = study.Study("u", (("a", {}),), config=spec)

@@ -10,7 +10,7 @@ from cnn_jax.errors import UserError
 from cnn_jax import study as study_module
 from cnn_jax.study import Study
 
-SIMPLE = "configs/simple_cnn.py"
+SIMPLE = "configs/simple_cnn.py:long"  # batch 128, as the small studies of this network
 
 
 def macs(config, overrides=None):
