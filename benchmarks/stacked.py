@@ -13,9 +13,9 @@ starts them, and as one `python -m cnn_jax.stacked --program=P` process (`--prog
 each); the order alternates between rounds. It prints the wall time of each, the group's
 training images/s (the sum of its runs' logged rates) against the separate runs' mean, and
 checks each stacked run's params_sha256 against its separate run's. The cases: `width_<w>`:
-the width study's small budget (experiments/width.py:small: 2 epochs on 30% of the training
-split, evaluated after each) at model.width=w; `main`: the main job (configs/simple_cnn.py)
-cut to `--main_epochs` epochs.
+the width study's recipe and small budget (experiments/width.py:small with
+configs/simple_cnn.py:long: 2 epochs on 30% of the training split, evaluated after each) at
+model.width=w; `main`: the main job (configs/simple_cnn.py) cut to `--main_epochs` epochs.
 
 `--part=step` (the program alone): the train step of k runs of the small CNN at each width
 on random batches of 128, timed as k calls of the jitted step, as one jitted program over the
@@ -52,8 +52,14 @@ def case_overrides(case: str, main_epochs: float) -> dict:
   raise SystemExit(f"unknown case {case!r}: width_<w> or main")
 
 
-def run_args(overrides: dict, seed: int, workdir: str) -> list[str]:
-  return ["--config=configs/simple_cnn.py", f"--workdir={workdir}",
+def case_config(case: str) -> str:
+  """The config a case trains: the main job's for `main`, the width study's recipe
+  (configs/simple_cnn.py:long) for `width_<w>`."""
+  return "configs/simple_cnn.py" if case == "main" else "configs/simple_cnn.py:long"
+
+
+def run_args(spec: str, overrides: dict, seed: int, workdir: str) -> list[str]:
+  return [f"--config={spec}", f"--workdir={workdir}",
           *[f"--config.{k}={v}" for k, v in {**overrides, "seed": seed}.items()]]
 
 
@@ -85,11 +91,13 @@ def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: boo
   stk = [os.path.join(root, f"stacked{i}") for i in range(k)]
 
   def separate():
-    return sum(timed([sys.executable, "run.py", "train", *run_args(overrides, i, wd)],
+    return sum(timed([sys.executable, "run.py", "train",
+                      *run_args(case_config(case), overrides, i, wd)],
                      wd + ".log") for i, wd in enumerate(sep))
 
   def stacked():
-    spec = json.dumps([run_args(overrides, i, wd) for i, wd in enumerate(stk)])
+    spec = json.dumps([run_args(case_config(case), overrides, i, wd)
+                       for i, wd in enumerate(stk)])
     return timed([sys.executable, "-m", "cnn_jax.stacked", f"--program={program}", spec],
                  stk[0] + ".log")
 
