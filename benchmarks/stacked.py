@@ -89,15 +89,14 @@ def runs_round(case: str, overrides: dict, k: int, root: str, stacked_first: boo
                program: str) -> dict:
   sep = [os.path.join(root, f"separate{i}") for i in range(k)]
   stk = [os.path.join(root, f"stacked{i}") for i in range(k)]
+  config = case_config(case)
 
   def separate():
-    return sum(timed([sys.executable, "run.py", "train",
-                      *run_args(case_config(case), overrides, i, wd)],
+    return sum(timed([sys.executable, "run.py", "train", *run_args(config, overrides, i, wd)],
                      wd + ".log") for i, wd in enumerate(sep))
 
   def stacked():
-    spec = json.dumps([run_args(case_config(case), overrides, i, wd)
-                       for i, wd in enumerate(stk)])
+    spec = json.dumps([run_args(config, overrides, i, wd) for i, wd in enumerate(stk)])
     return timed([sys.executable, "-m", "cnn_jax.stacked", f"--program={program}", spec],
                  stk[0] + ".log")
 

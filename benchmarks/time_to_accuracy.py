@@ -83,7 +83,7 @@ def overrides(smoke: bool, seed: int) -> dict:
   return {"seed": seed, **(SMOKE if smoke else {})}
 
 
-def cnn_jax_overrides(smoke: bool, seed: int = 0) -> dict:
+def cnn_jax_overrides(smoke: bool, seed: int) -> dict:
   return {"data.eval_split": "test", "train.eval_every_epochs": 1 / EVALS_PER_EPOCH,
           **overrides(smoke, seed)}
 
@@ -208,7 +208,7 @@ def table(results: dict, targets) -> str:
       x = s[f"{t}"]
       note = f" ({x['reached']}/{s['rounds']})" if 0 < x["reached"] < s["rounds"] else ""
       parts += [cell(x["train_s"]) + note, cell(x["wall_s"])]
-    low, high = s.get("final_test_top1_range") or (s["final_test_top1"],) * 2
+    low, high = s["final_test_top1_range"]
     spread = f" ({100 * low:.2f} to {100 * high:.2f})" if s["rounds"] > 1 else ""
     lines.append(f"| {name} | {s['rounds']} | " + " | ".join(parts)
                  + f" | {100 * s['final_test_top1']:.2f}%{spread} |")

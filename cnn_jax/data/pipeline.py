@@ -14,7 +14,6 @@ or be the same on resume, for the orders to repeat.
 
 from __future__ import annotations
 
-
 import tensorflow as tf
 from absl import logging
 
