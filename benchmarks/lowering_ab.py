@@ -25,6 +25,8 @@ without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
                   non-overlapping pooling reduction (off: the ReLU elementwise after it,
                   and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
+  column_input_grad  a stride-1 convolution with few columns: its input gradient from the
+                  output gradient times the kernel, the columns added back into place
   none            nothing: the same step twice (A/A), the noise floor
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite

@@ -55,10 +55,18 @@ class PartialConv(nnx.Module):
     self.bias = nnx.Param(bias)
 
   def dense_kernel(self) -> jax.Array:
-    """The (kh, kw, in, out) kernel with zeros where Table I has no connection."""
+    """The (kh, kw, in, out) kernel with zeros where Table I has no connection: the connected
+    kernels times a constant 0/1 matrix that places connection c at (in_index[c],
+    out_index[c]). A product rather than a scatter: XLA's CPU backend computed the scatter's
+    indices in every step, and its gradient is the product's transpose."""
     kh, kw = self.kernel_size
-    dense = jnp.zeros((kh, kw, self.in_features, self.out_features), self.kernel.dtype)
-    return dense.at[:, :, np.array(self.in_index), np.array(self.out_index)].set(self.kernel[...])
+    place = np.zeros((len(self.in_index), self.in_features * self.out_features), np.float32)
+    place[np.arange(len(self.in_index)),
+          np.array(self.in_index) * self.out_features + np.array(self.out_index)] = 1.0
+    kernel = self.kernel[...]
+    dense = jnp.dot(kernel.reshape(kh * kw, -1), jnp.asarray(place, kernel.dtype),
+                    precision=jax.lax.Precision.HIGHEST)
+    return dense.reshape(kh, kw, self.in_features, self.out_features)
 
   feature_group_count = 1  # one convolution with the dense kernel computes the layer
 

@@ -16,9 +16,12 @@ backend the layers' own forms are slow here (measured with `python run.py bench
     overlapping ones (AlexNet's 3x3 stride 2) one stride phase at a time
     (_strided_max_pool_bwd; rewrite 'overlapping_pool');
   - a convolution whose kernel spans its whole input (LeNet-5's C5) is a matrix product
-    (rewrite 'whole_input_dot').
-Other convolutions, and the gradients of all convolutions, are XLA's: its kernel gradients
-beat an im2col matrix product on every shape measured (README, "Performance").
+    (rewrite 'whole_input_dot');
+  - a stride-1 convolution of few input channels (LeNet-5's C3) takes its input gradient as
+    the output gradient times the kernel, the columns added back into place (rewrite
+    'column_input_grad').
+Other convolutions, and the kernel gradients of all convolutions, are XLA's: its kernel
+gradients beat an im2col matrix product on every shape measured (benchmarks/HISTORY.md).
 
 Every function takes explicit ((top, bottom), (left, right)) padding (layers.Window.pads).
 """
@@ -48,13 +51,18 @@ def view(xp, i, j, strides, out_hw):
                        (1, sh, sw, 1))
 
 
-def conv2d(x, kernel, strides, padding, groups: int = 1, whole_input_dot: bool = True):
+def conv2d(x, kernel, strides, padding, groups: int = 1, whole_input_dot: bool = True,
+           column_input_grad: bool = True):
   """A 2-D convolution, NHWC input and HWIO kernel, `groups` feature groups, one plain
   convolution per group; with `whole_input_dot`, a kernel over the whole input
-  (`covers_input`) as a matrix product (_whole_input_product)."""
+  (`covers_input`) as a matrix product (_whole_input_product); with `column_input_grad`, a
+  stride-1 convolution of few input channels (`few_columns`) takes its input gradient from them
+  (_column_input_grad_conv)."""
   strides = tuple(int(s) for s in strides)
   if groups == 1 and whole_input_dot and covers_input(x.shape, kernel.shape, padding):
     return _whole_input_product(x, kernel)
+  if groups == 1 and column_input_grad and few_columns(x.shape, kernel.shape, strides, padding):
+    return _column_input_grad_conv(x, kernel, tuple(map(tuple, padding)))
   if groups == 1:
     return _conv(x, kernel, strides, padding, 1)
   xs = jnp.split(x, groups, axis=-1)
@@ -79,6 +87,66 @@ def _whole_input_product(x, kernel):
   y = jnp.dot(x.reshape(n, kh * kw * ci), kernel.reshape(kh * kw * ci, co),
               preferred_element_type=x.dtype)
   return y.reshape(n, 1, 1, co)
+
+
+# Where `column_input_grad` applies: a stride-1 convolution of at most COLUMN_MAX_INPUTS input
+# channels (its input gradient has that many channels, where XLA's CPU convolution is slow:
+# LeNet-5's C3 has 6), and at most COLUMN_MAX_VALUES values in one example's columns (kernel
+# positions x input channels x output positions; 2^18 is 1 MiB in f32, C3 has 15,000). With 16
+# or more input channels (the small CNN's conv2) XLA's input gradient was as fast or faster
+# (benchmarks/HISTORY.md, "Column input gradients").
+COLUMN_MAX_INPUTS = 8
+COLUMN_MAX_VALUES = 2 ** 18
+
+
+def few_columns(x_shape, kernel_shape, strides, padding) -> bool:
+  """Whether `column_input_grad` applies to a convolution (see COLUMN_MAX_INPUTS)."""
+  if tuple(strides) != (1, 1):
+    return False
+  (kh, kw, ci, _), (h, w) = kernel_shape, x_shape[1:3]
+  ho, wo = h + sum(padding[0]) - kh + 1, w + sum(padding[1]) - kw + 1
+  return (ci <= COLUMN_MAX_INPUTS and ho > 0 and wo > 0
+          and kh * kw * ci * ho * wo <= COLUMN_MAX_VALUES)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _column_input_grad_conv(x, kernel, padding):
+  """A stride-1 convolution whose input gradient is computed from columns
+  (column_input_grad); its value and kernel gradient are XLA's."""
+  return _conv(x, kernel, (1, 1), padding, 1)
+
+
+def _column_input_grad_fwd(x, kernel, padding):
+  return _conv(x, kernel, (1, 1), padding, 1), (x, kernel)
+
+
+def _column_input_grad_bwd(padding, residuals, dy):
+  x, kernel = residuals
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, (1, 1), padding, 1), kernel)
+  return column_input_grad(dy, kernel, padding), kernel_vjp(dy)[0]
+
+
+def column_input_grad(dy, kernel, padding):
+  """The input gradient of a stride-1 convolution: the output gradient times the kernel gives
+  each output position's column (its kh x kw x in window), and the columns are added back
+  where their windows lie, along the rows of each kernel row first, then down the rows.
+  XLA's CPU convolution computes it as a convolution of the padded output gradient with the
+  flipped kernel, which with few channels out (LeNet-5's C3: 6) runs at a fraction of the
+  forward convolution's speed (`benchmarks/lowering_ab.py --config=configs/lenet5.py
+  --rewrite=column_input_grad`)."""
+  (pt, pb), (pl, pr) = padding
+  n, ho, wo, co = dy.shape
+  kh, kw, ci, _ = kernel.shape
+  hp, wp = ho + kh - 1, wo + kw - 1  # the padded input's extent
+  columns = jnp.dot(dy.reshape(-1, co), kernel.reshape(kh * kw * ci, co).T,
+                    preferred_element_type=dy.dtype).reshape(n, ho, wo, kh, kw, ci)
+  rows = [sum(jnp.pad(columns[:, :, :, p, q], ((0, 0), (0, 0), (q, kw - 1 - q), (0, 0)))
+              for q in range(kw)) for p in range(kh)]
+  dxp = sum(jnp.pad(rows[p], ((0, 0), (p, kh - 1 - p), (0, 0), (0, 0))) for p in range(kh))
+  return dxp[:, pt:hp - pb, pl:wp - pr]
+
+
+_column_input_grad_conv.defvjp(_column_input_grad_fwd, _column_input_grad_bwd)
 
 
 @jax.custom_vjp
