@@ -127,7 +127,7 @@ def _column_input_grad_bwd(padding, residuals, dy):
 
 
 def column_input_grad(dy, kernel, padding):
-  """The input gradient of a stride-1 convolution: the output gradient times the kernel gives
+  """The input gradient of a stride-1 convolution: the kernel times the output gradient gives
   each output position's column (its kh x kw x in window), and the columns are added back
   where their windows lie, along the rows of each kernel row first, then down the rows.
   XLA's CPU convolution computes it as a convolution of the padded output gradient with the
@@ -138,12 +138,15 @@ def column_input_grad(dy, kernel, padding):
   n, ho, wo, co = dy.shape
   kh, kw, ci, _ = kernel.shape
   hp, wp = ho + kh - 1, wo + kw - 1  # the padded input's extent
-  columns = jnp.dot(dy.reshape(-1, co), kernel.reshape(kh * kw * ci, co).T,
-                    preferred_element_type=dy.dtype).reshape(n, ho, wo, kh, kw, ci)
-  rows = [sum(jnp.pad(columns[:, :, :, p, q], ((0, 0), (0, 0), (q, kw - 1 - q), (0, 0)))
+  # (kh, kw, in, N, Ho, Wo): each kernel position's column is a contiguous map of the batch,
+  # so the shifted sums below run along contiguous rows; the channels go last at the end.
+  columns = jax.lax.dot_general(kernel.reshape(kh * kw * ci, co), dy.reshape(-1, co),
+                                (((1,), (1,)), ((), ())), preferred_element_type=dy.dtype)
+  columns = columns.reshape(kh, kw, ci, n, ho, wo)
+  rows = [sum(jnp.pad(columns[p, q], ((0, 0), (0, 0), (0, 0), (q, kw - 1 - q)))
               for q in range(kw)) for p in range(kh)]
-  dxp = sum(jnp.pad(rows[p], ((0, 0), (p, kh - 1 - p), (0, 0), (0, 0))) for p in range(kh))
-  return dxp[:, pt:hp - pb, pl:wp - pr]
+  dxp = sum(jnp.pad(rows[p], ((0, 0), (0, 0), (p, kh - 1 - p), (0, 0))) for p in range(kh))
+  return dxp.transpose(1, 2, 3, 0)[:, pt:hp - pb, pl:wp - pr]
 
 
 _column_input_grad_conv.defvjp(_column_input_grad_fwd, _column_input_grad_bwd)
