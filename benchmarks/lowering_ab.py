@@ -12,7 +12,8 @@ compiled steps gave 0.902 to 1.025 (README, "Performance"); on 2026-12-02, with 
 user's jobs on the machine, 0.726 to 1.324 (benchmarks/HISTORY.md).
 
   .venv/bin/python benchmarks/lowering_ab.py --config=configs/simple_cnn.py \\
-      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N] [--rewrites=all]
+      --rewrite=pool_first [--rounds=6] [--steps=20] [--batch_size=N] [--width=W] \\
+      [--rewrites=all]
 
 Rewrites (cnn_jax/models/plan.py REWRITES; on: the config's `model.rewrites`, off: the same
 without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
@@ -131,6 +132,7 @@ def main(argv=None) -> None:
   p.add_argument("--rounds", type=int, default=6)
   p.add_argument("--steps", type=int, default=20, help="timed steps per variant per round")
   p.add_argument("--batch_size", type=int, help="default: the config's")
+  p.add_argument("--width", type=float, help="model.width for both steps; default: the config's")
   p.add_argument("--rewrites", help="model.rewrites for both steps before NAME is added (on) "
                  "or taken out (off), e.g. 'pool_first' to time it without shallow_conv; "
                  "default: the config's")
@@ -141,7 +143,9 @@ def main(argv=None) -> None:
   cfg = load(args.config, args.batch_size)
   if args.rewrites is not None:
     cfg.model.rewrites = args.rewrites
-    config.validate(cfg)
+  if args.width is not None:
+    cfg.model.width = args.width
+  config.validate(cfg)
   steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
   if args.rewrite == "huge_pages" and not huge_pages.active():

@@ -120,7 +120,7 @@ REWRITE_CASES = [  # (rewrite, the rewrites it needs, the small CNN's knobs wher
     ("overlapping_pool", ("pool_first",), {**SMALL, "pooling": "overlapping"}),
     ("relu_in_reduction", ("pool_first",), SMALL),
     ("whole_input_dot", (), {**SMALL, "head": "conv"}),
-    ("column_input_grad", (), {**SMALL, "width": 0.125}),  # conv2 sees 4 maps
+    ("column_input_grad", (), {"family": ("lenet5", "paper")}),  # C3: 5x5 over 6 maps
 ]
 
 
@@ -139,7 +139,8 @@ def _logits_and_grads(model, plan, x, labels):
 @pytest.mark.parametrize("rewrite,needs,knobs", REWRITE_CASES)
 def test_each_rewrite_gives_the_logits_and_gradients_of_the_plain_layers(rewrite, needs, knobs):
   assert rewrite in P.REWRITES
-  model, cfg = tiny("simple_cnn", "base", **knobs)
+  knobs = dict(knobs)
+  model, cfg = tiny(*knobs.pop("family", ("simple_cnn", "base")), **knobs)
   x = jax.random.normal(jax.random.key(2), (4, *cfg.input_shape))
   labels = jnp.arange(4) % cfg.num_classes
   plain = _logits_and_grads(model, XLA, x, labels)
@@ -184,8 +185,8 @@ def test_cpu_conv_gradients_equal_xla(strides, padding, groups, kernel):
 
 
 @pytest.mark.parametrize("kernel,padding,channels", [
-    ((5, 5), ((0, 0), (0, 0)), 6), ((3, 3), ((1, 1), (1, 1)), 8), ((3, 5), ((2, 0), (0, 3)), 1),
-    ((1, 1), ((0, 0), (0, 0)), 3)])
+    ((5, 5), ((0, 0), (0, 0)), 6), ((5, 5), ((2, 2), (2, 2)), 8), ((5, 7), ((2, 0), (0, 3)), 1),
+    ((7, 5), ((0, 0), (0, 0)), 3)])
 def test_the_column_input_gradient_equals_xla(kernel, padding, channels):
   keys = jax.random.split(jax.random.key(5), 3)
   x = jax.random.normal(keys[0], (3, 9, 11, channels))
@@ -200,8 +201,9 @@ def test_the_column_input_gradient_equals_xla(kernel, padding, channels):
   ours = jax.grad(loss(cpu_conv), (0, 1))(x, w)
   for a, b in zip(plain, ours):
     close(a, b, rtol=1e-4)
-  # XLA's own where the rewrite does not apply: 16 input channels, or stride 2
-  assert not lowering.few_columns((3, 9, 11, 16), (3, 3, 16, 16), (1, 1), padding)
+  # XLA's own where the rewrite does not apply: 16 input channels, a 3x3 kernel, stride 2
+  assert not lowering.few_columns((3, 9, 11, 16), (5, 5, 16, 16), (1, 1), padding)
+  assert not lowering.few_columns((3, 9, 11, 4), (3, 3, 4, 16), (1, 1), padding)
   assert not lowering.few_columns(x.shape, w.shape, (2, 2), padding)
 
 

@@ -17,9 +17,9 @@ backend the layers' own forms are slow here (measured with `python run.py bench
     (_strided_max_pool_bwd; rewrite 'overlapping_pool');
   - a convolution whose kernel spans its whole input (LeNet-5's C5) is a matrix product
     (rewrite 'whole_input_dot');
-  - a stride-1 convolution of few input channels (LeNet-5's C3) takes its input gradient as
-    the output gradient times the kernel, the columns added back into place (rewrite
-    'column_input_grad').
+  - a stride-1 convolution of a large kernel over few input channels (LeNet-5's C3) takes its
+    input gradient as the output gradient times the kernel, the columns added back into place
+    (rewrite 'column_input_grad').
 Other convolutions, and the kernel gradients of all convolutions, are XLA's: its kernel
 gradients beat an im2col matrix product on every shape measured (benchmarks/HISTORY.md).
 
@@ -56,8 +56,8 @@ def conv2d(x, kernel, strides, padding, groups: int = 1, whole_input_dot: bool =
   """A 2-D convolution, NHWC input and HWIO kernel, `groups` feature groups, one plain
   convolution per group; with `whole_input_dot`, a kernel over the whole input
   (`covers_input`) as a matrix product (_whole_input_product); with `column_input_grad`, a
-  stride-1 convolution of few input channels (`few_columns`) takes its input gradient from them
-  (_column_input_grad_conv)."""
+  stride-1 convolution of a large kernel over few input channels (`few_columns`) takes its
+  input gradient from its columns (_column_input_grad_conv)."""
   strides = tuple(int(s) for s in strides)
   if groups == 1 and whole_input_dot and covers_input(x.shape, kernel.shape, padding):
     return _whole_input_product(x, kernel)
@@ -89,12 +89,14 @@ def _whole_input_product(x, kernel):
   return y.reshape(n, 1, 1, co)
 
 
-# Where `column_input_grad` applies: a stride-1 convolution of at most COLUMN_MAX_INPUTS input
-# channels (its input gradient has that many channels, where XLA's CPU convolution is slow:
-# LeNet-5's C3 has 6), and at most COLUMN_MAX_VALUES values in one example's columns (kernel
-# positions x input channels x output positions; 2^18 is 1 MiB in f32, C3 has 15,000). With 16
-# or more input channels (the small CNN's conv2) XLA's input gradient was as fast or faster
-# (benchmarks/HISTORY.md, "Column input gradients").
+# Where `column_input_grad` applies: a stride-1 convolution with a kernel of at least
+# COLUMN_MIN_POSITIONS positions over at most COLUMN_MAX_INPUTS input channels (its input
+# gradient has that many channels), and at most COLUMN_MAX_VALUES values in one example's
+# columns (kernel positions x input channels x output positions; 2^18 is 1 MiB in f32).
+# LeNet-5's C3 (5x5 over 6 maps, 15,000 values) is the case measured faster; the small CNN's
+# 3x3 conv2 was slower with 6, 8 and 32 input maps (benchmarks/HISTORY.md, "Column input
+# gradients").
+COLUMN_MIN_POSITIONS = 25
 COLUMN_MAX_INPUTS = 8
 COLUMN_MAX_VALUES = 2 ** 18
 
@@ -105,7 +107,7 @@ def few_columns(x_shape, kernel_shape, strides, padding) -> bool:
     return False
   (kh, kw, ci, _), (h, w) = kernel_shape, x_shape[1:3]
   ho, wo = h + sum(padding[0]) - kh + 1, w + sum(padding[1]) - kw + 1
-  return (ci <= COLUMN_MAX_INPUTS and ho > 0 and wo > 0
+  return (kh * kw >= COLUMN_MIN_POSITIONS and ci <= COLUMN_MAX_INPUTS and ho > 0 and wo > 0
           and kh * kw * ci * ho * wo <= COLUMN_MAX_VALUES)
 
 
