@@ -184,9 +184,8 @@ def test_cpu_conv_gradients_equal_xla(strides, padding, groups, kernel):
     close(a, b, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kernel,padding,channels", [
-    ((5, 5), ((0, 0), (0, 0)), 6), ((5, 5), ((2, 2), (2, 2)), 8), ((5, 7), ((2, 0), (0, 3)), 1),
-    ((7, 5), ((0, 0), (0, 0)), 3)])
+@pytest.mark.parametrize("kernel,padding,channels", [  # (C3 itself: the rewrite table above)
+    ((5, 5), ((2, 2), (2, 2)), 8), ((5, 7), ((2, 0), (0, 3)), 1)])
 def test_the_column_input_gradient_equals_xla(kernel, padding, channels):
   keys = jax.random.split(jax.random.key(5), 3)
   x = jax.random.normal(keys[0], (3, 9, 11, channels))
