@@ -20,7 +20,7 @@ included. Both frameworks train on the same 54,000 images: cnn_jax's held-in tra
 and for Keras the original files' images less a hold-out of the same fraction
 (data.validation_fraction) drawn by `splits.holdout` over the files' order (the same count;
 TFDS orders the examples differently, so not the same images). Keras's model is
-benchmarks/peers.py's (parameter count checked there), He-normal initialised as cnn_jax's;
+benchmarks/peer_cases.py's (parameter count checked by peers.py), He-normal initialised as cnn_jax's;
 Adam with the recipe's learning rate, warm-up and cosine decay, label smoothing and
 horizontal flips where the recipe has them. What Keras lacks is named in its row
 (`keras_unsupported`).
@@ -129,7 +129,7 @@ def keras_worker(spec: str, smoke: bool, seed: int = 0) -> dict:
   import keras
   import numpy as np
   import tensorflow as tf
-  from benchmarks import peers
+  from benchmarks import peer_cases, peer_keras
   from cnn_jax.data import VENDORED_FASHION_MNIST, idx, splits
   cfg = load(spec, overrides(smoke, seed))
   t, o, p = cfg.train, cfg.optim, cfg.data.preprocess
@@ -155,7 +155,7 @@ def keras_worker(spec: str, smoke: bool, seed: int = 0) -> dict:
   lr = keras.optimizers.schedules.CosineDecay(
       0.0 if warmup else o.lr, decay_steps=max(total - warmup, 1),
       warmup_target=o.lr if warmup else None, warmup_steps=warmup)
-  model = peers.keras_model(peers.CASES["simple_cnn"], init="he_normal")
+  model = peer_keras.keras_model(peer_cases.CASES["simple_cnn"], init="he_normal")
   model.compile(keras.optimizers.Adam(lr, beta_1=o.b1, beta_2=o.b2, epsilon=o.eps),
                 keras.losses.CategoricalCrossentropy(from_logits=True,
                                                      label_smoothing=o.label_smoothing),
