@@ -26,8 +26,9 @@ without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
                   non-overlapping pooling reduction (off: the ReLU elementwise after it,
                   and for pool_first the bias too)
   whole_input_dot  a convolution whose kernel spans its whole input as a matrix product
-  column_input_grad  a stride-1 convolution with few columns: its input gradient from the
-                  output gradient times the kernel, the columns added back into place
+  column_input_grad  a stride-1 convolution of a large kernel over few input maps (LeNet-5's
+                  C3): its input gradient as the kernel times the output gradient, the
+                  columns added back into place
   none            nothing: the same step twice (A/A), the noise floor
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite
@@ -145,7 +146,10 @@ def main(argv=None) -> None:
     cfg.model.rewrites = args.rewrites
   if args.width is not None:
     cfg.model.width = args.width
-  config.validate(cfg)
+  try:
+    config.validate(cfg)
+  except config.ConfigError as e:
+    p.error(str(e))
   steps = compiled_steps(cfg, args.rewrite, xla_options)
   times = {v: [] for v in steps}
   if args.rewrite == "huge_pages" and not huge_pages.active():

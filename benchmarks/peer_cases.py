@@ -4,19 +4,14 @@ builder reads them: peer_torch.py, peer_keras.py), and the timing loop the peers
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRAMEWORKS = ("cnn_jax", "torch", "keras")
 # Distinct synthetic batches taken in turn (as cnn_jax's bench does): one batch repeated is
 # memorised within tens of steps, and its vanishing gradients (likely denormal) ran LeNet-5
 # 22-41% slower in each framework: that, not the network, would be measured.
 BATCHES = 16
-INSTALL = {"torch": "pip install torch==2.13.0",
-           "keras": "pip install tensorflow-cpu==2.21.0 (Keras 3 comes with it)"}
 
 # ---------------------------------------------------------------------------------------------
 # The cases, as framework-neutral layer lists. A layer is a tuple (kind, *arguments):

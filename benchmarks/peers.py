@@ -28,7 +28,11 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.peer_cases import CASES, FRAMEWORKS, INSTALL, Case  # noqa: E402
+from benchmarks.peer_cases import CASES, Case  # noqa: E402
+
+FRAMEWORKS = ("cnn_jax", "torch", "keras")
+INSTALL = {"torch": "pip install torch==2.13.0",
+           "keras": "pip install tensorflow-cpu==2.21.0 (Keras 3 comes with it)"}
 
 # ---------------------------------------------------------------------------------------------
 # The driver: one subprocess per measurement.

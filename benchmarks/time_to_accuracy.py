@@ -20,8 +20,8 @@ included. Both frameworks train on the same 54,000 images: cnn_jax's held-in tra
 and for Keras the original files' images less a hold-out of the same fraction
 (data.validation_fraction) drawn by `splits.holdout` over the files' order (the same count;
 TFDS orders the examples differently, so not the same images). Keras's model is
-benchmarks/peer_cases.py's (parameter count checked by peers.py), He-normal initialised as cnn_jax's;
-Adam with the recipe's learning rate, warm-up and cosine decay, label smoothing and
+benchmarks/peer_cases.py's (parameter count checked by peers.py), He-normal initialised as
+cnn_jax's; Adam with the recipe's learning rate, warm-up and cosine decay, label smoothing and
 horizontal flips where the recipe has them. What Keras lacks is named in its row
 (`keras_unsupported`).
 """

@@ -113,7 +113,8 @@ def test_plan_comes_from_config_and_leaves_the_parameters_alone():
 # Each rewrite: the logits and gradients of the plain layers.
 
 SMALL = {"input_shape": (16, 16, 1)}
-REWRITE_CASES = [  # (rewrite, the rewrites it needs, the small CNN's knobs where it applies)
+REWRITE_CASES = [  # (rewrite, the rewrites it needs, knobs of a network where it applies:
+    # the small CNN's, or another family's with 'family': (name, variant))
     ("pool_first", (), SMALL),
     ("pool_first", ("overlapping_pool",), {**SMALL, "pooling": "overlapping"}),
     ("shallow_conv", ("pool_first",), SMALL),
@@ -190,7 +191,7 @@ def test_the_column_input_gradient_equals_xla(kernel, padding, channels):
   keys = jax.random.split(jax.random.key(5), 3)
   x = jax.random.normal(keys[0], (3, 9, 11, channels))
   w = jax.random.normal(keys[1], (*kernel, channels, 16))
-  assert lowering.few_columns(x.shape, w.shape, (1, 1), padding)
+  assert lowering.column_grad_applies(x.shape, w.shape, (1, 1), padding)
   weight = jax.random.normal(keys[2], xla_conv(x, w, (1, 1), padding, 1).shape)
 
   def loss(conv):
@@ -201,9 +202,9 @@ def test_the_column_input_gradient_equals_xla(kernel, padding, channels):
   for a, b in zip(plain, ours):
     close(a, b, rtol=1e-4)
   # XLA's own where the rewrite does not apply: 16 input channels, a 3x3 kernel, stride 2
-  assert not lowering.few_columns((3, 9, 11, 16), (5, 5, 16, 16), (1, 1), padding)
-  assert not lowering.few_columns((3, 9, 11, 4), (3, 3, 4, 16), (1, 1), padding)
-  assert not lowering.few_columns(x.shape, w.shape, (2, 2), padding)
+  assert not lowering.column_grad_applies((3, 9, 11, 16), (5, 5, 16, 16), (1, 1), padding)
+  assert not lowering.column_grad_applies((3, 9, 11, 4), (3, 3, 4, 16), (1, 1), padding)
+  assert not lowering.column_grad_applies(x.shape, w.shape, (2, 2), padding)
 
 
 @pytest.mark.parametrize("x_hw,kernel_hw,strides,padding", [

@@ -175,8 +175,8 @@ def _conv_max_pool_bwd(padding, window, relu, residuals, dout):
     dout = relu_grad(out, dout)
   conv_shape, _ = _pooled_shapes(x.shape, kernel.shape, padding, window)
   (dy,) = K.max_pool_bwd(window, (first, conv_shape), dout)
-  _, conv_vjp = jax.vjp(lambda x, k: K.conv2d(x, k, (1, 1), padding, 1, False, False), x,
-                        kernel)
+  _, conv_vjp = jax.vjp(lambda x, k: K.conv2d(x, k, (1, 1), padding, 1, whole_input_dot=False,
+                                               column_input_grad=False), x, kernel)
   # XLA's gradients; XLA drops dx where x needs no gradient (a network's input)
   return (*conv_vjp(dy), K.bias_grad(dout))
 

@@ -56,12 +56,13 @@ def conv2d(x, kernel, strides, padding, groups: int = 1, whole_input_dot: bool =
   """A 2-D convolution, NHWC input and HWIO kernel, `groups` feature groups, one plain
   convolution per group; with `whole_input_dot`, a kernel over the whole input
   (`covers_input`) as a matrix product (_whole_input_product); with `column_input_grad`, a
-  stride-1 convolution of a large kernel over few input channels (`few_columns`) takes its
+  stride-1 convolution of a large kernel over few input channels (`column_grad_applies`) takes its
   input gradient from its columns (_column_input_grad_conv)."""
   strides = tuple(int(s) for s in strides)
   if groups == 1 and whole_input_dot and covers_input(x.shape, kernel.shape, padding):
     return _whole_input_product(x, kernel)
-  if groups == 1 and column_input_grad and few_columns(x.shape, kernel.shape, strides, padding):
+  if (groups == 1 and column_input_grad
+      and column_grad_applies(x.shape, kernel.shape, strides, padding)):
     return _column_input_grad_conv(x, kernel, tuple(map(tuple, padding)))
   if groups == 1:
     return _conv(x, kernel, strides, padding, 1)
@@ -101,8 +102,8 @@ COLUMN_MAX_INPUTS = 8
 COLUMN_MAX_VALUES = 2 ** 18
 
 
-def few_columns(x_shape, kernel_shape, strides, padding) -> bool:
-  """Whether `column_input_grad` applies to a convolution (see COLUMN_MAX_INPUTS)."""
+def column_grad_applies(x_shape, kernel_shape, strides, padding) -> bool:
+  """Whether `column_input_grad` applies to a convolution (the bounds above)."""
   if tuple(strides) != (1, 1):
     return False
   (kh, kw, ci, _), (h, w) = kernel_shape, x_shape[1:3]
