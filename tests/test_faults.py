@@ -361,8 +361,8 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_checkpoints(runs,
   mount("-t", "tmpfs", "-o", "size=6m", "tmpfs", disk)  # one checkpoint of the CNN fits
   try:
     workdir = disk / "run"
-    args = ["train", f"--workdir={workdir}", *tiny(files, steps=400),
-            "--config.checkpoint.every_steps=20", "--config.train.eval_every_steps=400"]
+    args = ["train", f"--workdir={workdir}", *tiny(files, steps=60),
+            "--config.checkpoint.every_steps=20", "--config.train.eval_every_steps=60"]
     code, text = run(runs, args, tmp_path / "log")
     line = error_line(code, text)
     assert "is full" in line and "free space" in line and "steps [20]" in line, line

@@ -140,3 +140,51 @@ def test_global_norm_equals_the_float64_norm():
   assert float(optim.global_norm({"a": jnp.zeros((0, 3)), "b": jnp.zeros((3, 0))})) == 0.0
   assert not np.isfinite(float(optim.global_norm({"a": jnp.full((64, 8), jnp.inf)})))
   assert np.isnan(float(optim.global_norm({"a": jnp.zeros((64, 8)).at[3, 1].set(jnp.nan)})))
+
+
+def test_tied_parameters_keep_their_values_and_wait_for_the_lower_layers_gradient():
+  # (not denormals: XLA's CPU backend flushes them to zero in every computation, this one too)
+  specials = jnp.array([-0.0, 1.5, -jnp.inf, jnp.nan, 1e-30], jnp.float32)
+  big = jnp.tile(specials, optim.TIE_MIN_SIZE // 5 + 1)
+  params = {"c1": {"w": big}, "c2": {"w": big, "b": specials[:2]}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  tied = optim.tied_to_lower_gradients(params, grads, ("c1", "relu1", "c2"))
+  assert tied["c1"]["w"] is params["c1"]["w"]  # the first layer: nothing to wait for
+  for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(tied)):
+    np.testing.assert_array_equal(np.asarray(p).view(np.uint32), np.asarray(t).view(np.uint32))
+  # c2 depends on c1's gradient (a value XLA cannot fold away): non-finite there shows here
+  grads["c1"]["w"] = grads["c1"]["w"].at[0].set(jnp.inf)
+  tied = optim.tied_to_lower_gradients(params, grads, ("c1", "relu1", "c2"))
+  assert np.isnan(np.asarray(tied["c2"]["w"])).all()
+  assert tied["c2"]["b"] is params["c2"]["b"]  # small: a copy costs less than the order
+  np.testing.assert_array_equal(tied["c1"]["w"], params["c1"]["w"])
+
+
+def test_inplace_update_copies_no_parameters_and_trains_the_same():
+  from cnn_jax import bench, parallel, train
+  from helpers import load_config
+  states, copied = {}, {}
+  for rewrites in ("all", "pool_first,relu_in_reduction,shallow_conv"):
+    cfg = load_config("simple_cnn.py")
+    cfg.train.batch_size, cfg.mesh.data, cfg.model.lowering = 8, 1, "cpu"
+    cfg.model.rewrites = rewrites
+    cfg = config.validate(cfg)
+    mesh = parallel.make_mesh(cfg.mesh)
+    with jax.set_mesh(mesh):
+      b = train.build_steps(cfg, mesh, 10, 100, 100)
+      batches = bench.synthetic_batches(cfg, b.batch_sharding, 8, count=3)
+      compiled = b.train_step.lower(b.state, batches[0]).compile()
+      text = compiled.as_text()
+      copied[rewrites] = sorted(
+          line.split("copy(%state_params__")[1].split("__")[0]
+          for line in text[text.index("ENTRY"):].splitlines() if "copy(%state_params__" in line
+          and "kernel" in line)
+      state = b.state
+      for batch in batches:
+        state = compiled(state, batch)
+      states[rewrites] = state.params
+  # fc1 (313,600 values) is updated in place; conv2 and fc2 are below optim.TIE_MIN_SIZE
+  assert copied["all"] == ["conv2", "fc2"]
+  assert copied["pool_first,relu_in_reduction,shallow_conv"] == ["conv2", "fc1", "fc2"]
+  for a, b in zip(*(jax.tree.leaves(s) for s in states.values())):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -241,6 +241,7 @@ def test_cpu_max_pool_equals_reduce_window(window, strides, padding):
   pads = pool.geometry.pads(x.shape[1:3])
   overlapping = window != strides and np.prod(window) <= lowering.MAX_WINDOW_POSITIONS
   for overlapping_first_max in (True, False) if overlapping else (True,):
+    @jax.jit  # one compilation, not an eager dispatch per window position
     def cpu(x):
       return lowering.max_pool(x, window, strides, pads, overlapping_first_max)
 

@@ -250,8 +250,13 @@ def first_max_pool(x, window, strides, overlapping_first_max: bool = True):
   maximum as select-and-scatter sends it: non-overlapping windows through a reshape
   (max_pool_bwd), overlapping ones one stride phase at a time (_strided_max_pool_bwd; without
   `overlapping_first_max`, the maximum of the strided views and autodiff's gradient).
-  Windows of more positions than an int8 holds take autodiff's gradient of the maximum."""
+  Windows of more positions than an int8 holds take autodiff's gradient of the maximum: of
+  the tiles' where they do not overlap, else of XLA's reduce_window (the maximum of more than
+  127 strided views took XLA ten seconds to compile with its gradient)."""
   window, strides = tuple(window), tuple(strides)
+  if math.prod(window) > MAX_WINDOW_POSITIONS and window != strides:
+    return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
+                                 (1, *strides, 1), "VALID")
   if math.prod(window) > MAX_WINDOW_POSITIONS or (window != strides
                                                   and not overlapping_first_max):
     if window == strides:
