@@ -295,35 +295,3 @@ def _sum_of_squares(x):
     return jnp.sum(x * x)
   blocks = x.reshape(rows // NORM_BLOCK_ROWS, NORM_BLOCK_ROWS, x.shape[-1])
   return jnp.sum(jnp.abs(jnp.sum(blocks * blocks, axis=1)))
-
-
-def tied_to_lower_gradients(params, grads, layer_order):
-  """`params` with each layer's leaves multiplied by a one computed from the gradient of the
-  parameterised layer below it (the one before it in `layer_order`, the network's order):
-  the same values, but a data dependency XLA cannot fold away.
-
-  A layer's input gradient reads its parameters and is an operand of every lower layer's
-  gradient, so an update that reads the tied parameters comes after the last read of the old
-  ones, and XLA writes the new parameters into the donated buffers in place. Without the
-  tie, XLA's copy insertion cannot order the update after the input gradient (its CPU
-  pipeline drops optimisation barriers) and copies every such parameter once per step
-  (torchvision's AlexNet: 61 M). Tying every update to the whole gradient instead delays
-  them all to the end of the backward pass, which on the CPU was slower than the copies.
-  The first layer's parameters have no input gradient, and leaves of fewer than
-  TIE_MIN_SIZE values cost less to copy than to order (LeNet-5's largest has 48,000); both are
-  left as they are. Plan rewrite `inplace_update`; `benchmarks/lowering_ab.py
-  --rewrite=inplace_update` times it."""
-  names = [n for n in layer_order if n in params]
-  ones = {}
-  for lower, upper in zip(names, names[1:]):
-    if any(p.size >= TIE_MIN_SIZE for p in jax.tree.leaves(params[upper])):
-      smallest = min(jax.tree.leaves(grads[lower]), key=lambda g: g.size)
-      ones[upper] = 1 + 0 * jnp.sum(smallest, dtype=jnp.float32)
-
-  def tie(path, p):
-    one = ones.get(path[0].key)
-    return p if one is None or p.size < TIE_MIN_SIZE else p * one.astype(p.dtype)
-  return jax.tree_util.tree_map_with_path(tie, params)
-
-
-TIE_MIN_SIZE = 1 << 16

@@ -52,19 +52,17 @@ def topk_correct(logits, labels, k: int):
   return (jnp.sum(logits > label_logit, axis=-1) < k).astype(jnp.float32)
 
 
-def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None, layer_order=()):
+def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None):
   """(state, batch) -> state: one update on one global batch, its metrics added to the window.
 
   With a `layout`, the parameters are gathered to their compute layout (FSDP's all-gather) in
   the forward pass and the gradients constrained to the stored layout (its reduce-scatter).
-  `layer_order`: the network's layer names in order (for the plan's `inplace_update`).
   """
   smoothing = cfg.optim.label_smoothing
   micro = cfg.optim.accumulate_steps
   log_every = cfg.train.log_every_steps
   skip_nonfinite = cfg.train.skip_nonfinite
-  chosen = plan.from_config(cfg.model)  # the execution plan's choices for the step
-  blocked_norm, inplace_update = chosen.blocked_norm, chosen.inplace_update
+  blocked_norm = plan.from_config(cfg.model).blocked_norm  # the execution plan's choice
   gather = layout.gather if layout is not None else (lambda params: params)
   scatter = layout.scatter if layout is not None else (lambda grads: grads)
 
@@ -101,10 +99,8 @@ def make_train_step(graphdef, tx, cfg, num_classes: int, layout=None, layer_orde
     grads = scatter(grads)
     grad_norm = optim.global_norm(grads, blocked=blocked_norm)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    old = (optim.tied_to_lower_gradients(state.params, grads, layer_order) if inplace_update
-           else state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, old)
-    params = optax.apply_updates(old, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
 
     def keep(new, old):
       """With train.skip_nonfinite, a non-finite step changes nothing. Without it the run
@@ -185,7 +181,7 @@ def build_steps(cfg, mesh, num_classes: int, steps_per_epoch: int, total_steps) 
   state = TrainState.create(params, rest, tx.init(params), optim.plateau_init())
   state_sharding = layout.shardings(state)
   batch_sharding = parallel.batch_sharding(mesh)
-  train_fn = make_train_step(train_graph, tx, cfg, num_classes, layout, model.layer_names)
+  train_fn = make_train_step(train_graph, tx, cfg, num_classes, layout)
   train_step = jax.jit(train_fn, in_shardings=(state_sharding, batch_sharding),
                        out_shardings=state_sharding, donate_argnums=0)
   eval_step = jax.jit(make_eval_step(eval_graph, num_classes),

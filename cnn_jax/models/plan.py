@@ -12,7 +12,7 @@ The layers (layers.py) and their order (sequential.py) are the papers'. The buil
   - 'auto' is 'cpu' on XLA's CPU backend and 'xla' elsewhere (`resolve`).
 
 `model.rewrites` is 'all', 'none' or a comma-separated list of REWRITES (each described in
-lowering.py and fusions.py; `inplace_update` in optim.py), the CPU route's optional pieces; `benchmarks/lowering_ab.py
+lowering.py and fusions.py), the CPU route's optional pieces; `benchmarks/lowering_ab.py
 --rewrite=NAME` times the train step with one of them on and off. A call that asks for the
 outputs of named layers (`model(x, taps=(...))`) gets the values the layers give one by one:
 no group is fused across a tapped output (`Plan.groups`).
@@ -33,7 +33,7 @@ from cnn_jax.models import lowering as K
 
 LOWERINGS = ("auto", "xla", "cpu")
 REWRITES = ("pool_first", "shallow_conv", "overlapping_pool", "relu_in_reduction",
-            "whole_input_dot", "column_input_grad", "inplace_update")
+            "whole_input_dot", "column_input_grad")
 
 
 def resolve(lowering: str) -> str:
@@ -99,12 +99,6 @@ class Plan:
     """Whether the gradient norm should be summed in blocks (optim.global_norm): on the CPU
     route."""
     return self.route == "cpu"
-
-  @property
-  def inplace_update(self) -> bool:
-    """Whether the train step ties each layer's update to the gradient of the layer below
-    (optim.tied_to_lower_gradients), so that XLA updates the parameters in place."""
-    return self.route == "cpu" and "inplace_update" in self.rewrites
 
   def groups(self, layers: Sequence[tuple[str, object]], taps: Sequence[str] = ()):
     """[(kind, names)]: the layers in order, split into what runs as one piece; kind is
