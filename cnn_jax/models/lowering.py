@@ -188,10 +188,16 @@ def max_pool(x, window, strides, padding, overlapping_first_max: bool = True):
   n, h, w, c = x.shape
   h, w = h + sum(padding[0]), w + sum(padding[1])
   if min((h - kh) // sh + 1, (w - kw) // sw + 1) < 1:  # an empty output: the input is too small
-    return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
-                                 (1, *strides, 1), ((0, 0), *padding, (0, 0)))
+    return xla_max_pool(x, window, strides, padding)
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
   return first_max_pool(xp, window, strides, overlapping_first_max)
+
+
+def xla_max_pool(x, window, strides, padding=((0, 0), (0, 0))):
+  """XLA's reduce_window max-pooling of NHWC `x` (padding counts as -inf), with autodiff's
+  select-and-scatter gradient."""
+  return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
+                               (1, *strides, 1), ((0, 0), *padding, (0, 0)))
 
 
 def tiles(x, window):
@@ -254,16 +260,13 @@ def first_max_pool(x, window, strides, overlapping_first_max: bool = True):
   the tiles' where they do not overlap, else of XLA's reduce_window (the maximum of more than
   127 strided views took XLA ten seconds to compile with its gradient)."""
   window, strides = tuple(window), tuple(strides)
-  if math.prod(window) > MAX_WINDOW_POSITIONS and window != strides:
-    return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
-                                 (1, *strides, 1), "VALID")
-  if math.prod(window) > MAX_WINDOW_POSITIONS or (window != strides
-                                                  and not overlapping_first_max):
-    if window == strides:
-      return tiles(x, window).max(axis=(2, 4))
-    return functools.reduce(jnp.maximum, window_views(x, window, strides))
+  too_many = math.prod(window) > MAX_WINDOW_POSITIONS
   if window == strides:
-    return _max_pool_first_max_grad(x, window)
+    return tiles(x, window).max(axis=(2, 4)) if too_many else _max_pool_first_max_grad(x, window)
+  if too_many:
+    return xla_max_pool(x, window, strides)
+  if not overlapping_first_max:
+    return functools.reduce(jnp.maximum, window_views(x, window, strides))
   return _strided_max_pool_first_max_grad(x, window, strides)
 
 
@@ -286,8 +289,7 @@ def _strided_max_pool_fwd(x, window, strides):
   of a convolution's output out first (AlexNet, throwaway in-process timing: the three
   forms' steps equal within noise). The positions come from the maximum, as
   _window_argmax's do."""
-  out = jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, *window, 1),
-                              (1, *strides, 1), "VALID")
+  out = xla_max_pool(x, window, strides)
   return out, (first_max(window_views(x, window, strides), out), x.shape)
 
 
