@@ -29,6 +29,8 @@ without NAME; both on the 'cpu' route, which `model.lowering` must resolve to):
   column_input_grad  a stride-1 convolution of a large kernel over few input maps (LeNet-5's
                   C3): its input gradient as the kernel times the output gradient, the
                   columns added back into place
+  winograd        3x3 stride-1 convolutions over many maps through F(2x2, 3x3)
+                  (models/winograd.py; off: XLA's convolution)
   none            nothing: the same step twice (A/A), the noise floor
 Config switches (on: True, off: False):
   skip_nonfinite  train.skip_nonfinite: the step keeps the old state where one is not finite

@@ -122,6 +122,7 @@ REWRITE_CASES = [  # (rewrite, the rewrites it needs, knobs of a network where i
     ("relu_in_reduction", ("pool_first",), SMALL),
     ("whole_input_dot", (), {**SMALL, "head": "conv"}),
     ("column_input_grad", (), {"family": ("lenet5", "paper")}),  # C3: 5x5 over 6 maps
+    ("winograd", (), {"input_shape": (56, 56, 1), "width": 4.0}),  # conv2: 28x28, 128 maps
 ]
 
 

@@ -19,8 +19,10 @@ backend the layers' own forms are slow here (measured with `python run.py bench
     (rewrite 'whole_input_dot');
   - a stride-1 convolution of a large kernel over few input channels (LeNet-5's C3) takes its
     input gradient as the output gradient times the kernel, the columns added back into place
-    (rewrite 'column_input_grad').
-Other convolutions, and the kernel gradients of all convolutions, are XLA's: its kernel
+    (rewrite 'column_input_grad');
+  - a 3x3 stride-1 convolution over many maps (VGG's middle stages) runs through Winograd's
+    F(2x2, 3x3), its value and input gradient (rewrite 'winograd', models/winograd.py).
+Other convolutions, and the other kernel gradients, are XLA's: its kernel
 gradients beat an im2col matrix product on every shape measured (benchmarks/HISTORY.md).
 
 Every function takes explicit ((top, bottom), (left, right)) padding (layers.Window.pads).
@@ -34,6 +36,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cnn_jax.models import winograd as W
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -52,13 +56,17 @@ def view(xp, i, j, strides, out_hw):
 
 
 def conv2d(x, kernel, strides, padding, groups: int = 1, whole_input_dot: bool = True,
-           column_input_grad: bool = True):
+           column_input_grad: bool = True, winograd: bool = True):
   """A 2-D convolution, NHWC input and HWIO kernel, `groups` feature groups, one plain
   convolution per group; with `whole_input_dot`, a kernel over the whole input
   (`covers_input`) as a matrix product (_whole_input_product); with `column_input_grad`, a
   stride-1 convolution of a large kernel over few input channels (`column_grad_applies`) takes its
-  input gradient from its columns (_column_input_grad_conv)."""
+  input gradient from its columns (_column_input_grad_conv); with `winograd`, a 3x3 stride-1
+  convolution where `winograd.applies`, its value and input gradient through F(2x2, 3x3)
+  (models/winograd.py)."""
   strides = tuple(int(s) for s in strides)
+  if winograd and W.applies(x.shape, kernel.shape, strides, groups):
+    return W.conv(x, kernel, tuple(map(tuple, padding)))
   if groups == 1 and whole_input_dot and covers_input(x.shape, kernel.shape, padding):
     return _whole_input_product(x, kernel)
   if (groups == 1 and column_input_grad

@@ -33,7 +33,7 @@ from cnn_jax.models import lowering as K
 
 LOWERINGS = ("auto", "xla", "cpu")
 REWRITES = ("pool_first", "shallow_conv", "overlapping_pool", "relu_in_reduction",
-            "whole_input_dot", "column_input_grad")
+            "whole_input_dot", "column_input_grad", "winograd")
 
 
 def resolve(lowering: str) -> str:
@@ -161,7 +161,8 @@ class Plan:
     x, kernel, bias = conv.operands(x)
     g = conv.geometry
     y = K.conv2d(x, kernel, g.stride, g.pads(x.shape[1:3]), conv.feature_group_count,
-                 "whole_input_dot" in self.rewrites, "column_input_grad" in self.rewrites)
+                 "whole_input_dot" in self.rewrites, "column_input_grad" in self.rewrites,
+                 "winograd" in self.rewrites)
     return y, bias
 
   def _conv_relu_max_pool(self, conv, pool, x):
