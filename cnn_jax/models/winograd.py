@@ -1,15 +1,16 @@
 """Winograd's minimal filtering F(2x2, 3x3) for 3x3 stride-1 convolutions: the CPU route's
-gradients of such a convolution with fewer multiplications (rewrite 'winograd').
+value and input gradient of such a convolution with fewer multiplications (rewrite
+'winograd').
 
 Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), Sec. 4: the
 output is cut into 2x2 tiles, each computed from the 4x4 input tile around it as
 
-    Y = A^T [ (G g G^T) * (B^T d B) ] A                                        (Eq. 8)
+    Y = A^T [ (G g G^T) * (B^T d B) ] A
 
 with `*` elementwise over the 16 positions of the transformed tile and summed over the input
 channels, which makes it 16 matrix products (transformed input tiles x channels, by
 channels x output channels) where the direct convolution has 9 products of four times the
-rows: 16/36 of the multiplications. The transforms (B, G, A below, the paper's Eq. 10) are
+rows: 16/36 of the multiplications. The transforms (B, G, A below, the paper's Sec. 4.1) are
 linear, so the gradients of Y are products of the same form: the input gradient is the
 convolution of the output gradient with the kernel turned by 180 degrees (computed here by
 `conv3x3` too), the kernel gradient a product of the transformed input with the output
@@ -30,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Eq. 10 of Lavin and Gray: the input (B^T), kernel (G) and output (A^T) transforms
+# Lavin and Gray, Sec. 4.1: the input (B^T), kernel (G) and output (A^T) transforms
 B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
 G = np.array(((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1)), np.float32)
 A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
@@ -68,7 +69,7 @@ def _combine(coefficients, arrays):
 
 def conv3x3(x, kernel, padding):
   """The 3x3 stride-1 convolution of NHWC `x` with the HWIO `kernel` and explicit
-  ((top, bottom), (left, right)) `padding`, computed by F(2x2, 3x3) (Eq. 8)."""
+  ((top, bottom), (left, right)) `padding`, computed by F(2x2, 3x3)."""
   n, h, w, ci = x.shape
   co = kernel.shape[-1]
   (pt, pb), (pl, pr) = padding
