@@ -1,5 +1,5 @@
-"""The gradients of 3x3 stride-1 convolutions through F(2x2, 3x3) (models/winograd.py)
-against XLA's, shape by shape: the table behind winograd.applies.
+"""The forward pass and gradients of 3x3 stride-1 convolutions through F(2x2, 3x3)
+(models/winograd.py) against XLA's, shape by shape: the table behind winograd.applies.
 
   .venv/bin/python benchmarks/winograd.py [--rounds=5] [--shapes=vgg,alexnet,small]
 
@@ -7,8 +7,8 @@ For each convolution of the models here (VGG A at batch 8, torchvision's AlexNet
 32, the small CNN at batch 128, 'SAME' padding) it times, in alternating rounds in one
 process, the forward pass, the input gradient and the kernel gradient, XLA's direct
 convolution against F(2x2, 3x3) (winograd.conv3x3 and winograd.input_grad; for the kernel
-gradient autodiff's of conv3x3, which winograd.conv does not use), and prints the medians in ms and their
-ratios (F(2x2, 3x3) / XLA: below 1 is faster), and whether `winograd.applies`.
+gradient autodiff's of conv3x3, which winograd.conv does not use), and prints the medians in
+ms, their ratios (F(2x2, 3x3) / XLA: below 1 is faster) and whether `winograd.applies`.
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@ The layers (layers.py) and their order (sequential.py) are the papers'. The buil
   - lowering 'xla' runs each layer as it is written (XLA's convolution, bias add and
     reduce_window): the fast route on GPUs and TPUs;
   - lowering 'cpu' runs convolutions and max-pooling through the CPU route's kernels
-    (lowering.py, winograd.py) and, where its rewrites say, runs conv -> ReLU -> max-pool groups as one
-    fused kernel (fusions.py);
+    (lowering.py, winograd.py) and, where its rewrites say, runs conv -> ReLU -> max-pool
+    groups as one fused kernel (fusions.py);
   - 'auto' is 'cpu' on XLA's CPU backend and 'xla' elsewhere (`resolve`).
 
 `model.rewrites` is 'all', 'none' or a comma-separated list of REWRITES (each described in
-lowering.py, fusions.py and winograd.py), the CPU route's optional pieces; `benchmarks/lowering_ab.py
---rewrite=NAME` times the train step with one of them on and off. A call that asks for the
-outputs of named layers (`model(x, taps=(...))`) gets the values the layers give one by one:
-no group is fused across a tapped output (`Plan.groups`).
+lowering.py, fusions.py and winograd.py), the CPU route's optional pieces;
+`benchmarks/lowering_ab.py --rewrite=NAME` times the train step with one of them on and off.
+A call that asks for the outputs of named layers (`model(x, taps=(...))`) gets the values the
+layers give one by one: no group is fused across a tapped output (`Plan.groups`).
 """
 
 from __future__ import annotations
