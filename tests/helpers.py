@@ -1,7 +1,12 @@
 """Small helpers shared by the tests."""
 
+import fcntl
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from cnn_jax import config, inspect, models
@@ -74,7 +79,6 @@ def tiny_training(file, arg=None, steps=3, batch=16, width=None, **mesh):
 def global_batches(cfg, n, seed=0):
   """`n` global batches of random images and labels for cfg's model, the same on every
   process."""
-  import numpy as np
   rng = np.random.default_rng(seed)
   shape = (cfg.train.batch_size, *cfg.model.input_shape)
   return [{"image": rng.standard_normal(shape).astype(np.float32),
@@ -85,7 +89,6 @@ def global_batches(cfg, n, seed=0):
 def losses_on(run, batches):
   """Trains `run` (a train.Run) on the global `batches`, each process feeding its rows of
   them; returns the losses and the final parameters (as numpy, gathered)."""
-  import numpy as np
   from jax.experimental import multihost_utils
 
   from cnn_jax import parallel
@@ -101,3 +104,38 @@ def losses_on(run, batches):
       losses.append(float(window["loss"] / window["count"]))
     params = jax.tree.leaves(multihost_utils.process_allgather(run.state.params, tiled=True))
   return losses, [np.asarray(p) for p in params]
+
+
+def epoch(ds, e=0, start=0):
+  """Epoch `e`'s training batches of a built dataset, from step `start`."""
+  return list(ds.train_batches(e, start))
+
+
+def stack(batches, key="image"):
+  """One array of `key` over batches."""
+  return np.concatenate([b[key] for b in batches])
+
+
+def built_once(tmp_path_factory, name, build) -> str:
+  """The directory `name`, filled by `build(path)` once for the whole test session: the
+  workers of `pytest -n` share it, the first to ask building it under a file lock while the
+  others wait. Tests only read it; one that changes it works on a `copy_of` it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the session's folder, above each worker's own
+  path, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not done.exists():
+      shutil.rmtree(path, ignore_errors=True)
+      path.mkdir()
+      build(str(path))
+      done.touch()
+  return str(path)
+
+
+def copy_of(directory, destination) -> str:
+  """A copy of `directory` at `destination` (which must not exist), for a test that changes
+  it."""
+  shutil.copytree(directory, destination)
+  return str(destination)

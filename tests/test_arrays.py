@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from cnn_jax import data
 from cnn_jax.data import arrays, np_preprocess, preprocess, splits
 from cnn_jax.errors import ConfigError
+from helpers import built_once, copy_of, stack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,18 +32,19 @@ def cfg_for(data_dir, path="arrays", train="train", evals="validation", **pre):
   return cfg
 
 
-@pytest.fixture(scope="module")
-def fm_dir(tmp_path_factory):
-  """A data_dir where the array path prepared Fashion-MNIST and built its decoded cache."""
-  d = str(tmp_path_factory.mktemp("tfds"))
+def prepare(d):
+  """Fashion-MNIST prepared and its decoded cache built by the array path, on a fresh
+  data_dir."""
   got = arrays.load(cfg_for(d))
   assert got.rebuilt == "the dataset is not prepared yet"
   assert got.path == os.path.join(d, "fashion_mnist", "3.0.1", arrays.FOLDER)
-  return d
 
 
-def stack(batches, key="image"):
-  return np.concatenate([b[key] for b in batches])
+@pytest.fixture(scope="module")
+def fm_dir(tmp_path_factory):
+  """A data_dir where the array path prepared Fashion-MNIST and built its decoded cache, once
+  for the session (both workers); tests read it, or change a copy."""
+  return built_once(tmp_path_factory, "tfds_arrays", prepare)
 
 
 def test_versions_are_tfds_defaults():
@@ -184,8 +186,8 @@ def _rebuilt(cfg):
   return arrays.load(cfg).rebuilt
 
 
-def test_cache_is_rebuilt_when_corrupt_or_stale(fm_dir):
-  cfg = cfg_for(fm_dir)
+def test_cache_is_rebuilt_when_corrupt_or_stale(fm_dir, tmp_path):
+  cfg = cfg_for(copy_of(fm_dir, tmp_path / "tfds"))
   first = arrays.load(cfg)
   assert first.rebuilt == ""  # the fixture built it: read as it is
   folder = first.path

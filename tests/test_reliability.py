@@ -50,11 +50,19 @@ def records(workdir):
           for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """The uninterrupted run, trained once for the module: its final metrics and records."""
+  workdir = tmp_path_factory.mktemp("straight")
+  with tfds.testing.mock_data(num_examples=48):
+    final = train.train(cfg7(), str(workdir))
+  return final, records(workdir)
+
+
 @pytest.fixture
-def straight(mock_fashion_mnist, tmp_path):
-  """The uninterrupted run: its final metrics and its records."""
-  final = train.train(cfg7(), str(tmp_path / "straight"))
-  return final, records(tmp_path / "straight")
+def straight(mock_fashion_mnist, straight_run):
+  """The uninterrupted run, for a test that trains on the same mock data."""
+  return straight_run
 
 
 def assert_same_run(workdir, straight_run, final):
