@@ -167,9 +167,21 @@ def main(argv=None) -> int:
         f"{bf16 / 1e12:,.1f} TFLOP/s bf16, {f32 / 1e12:,.1f} f32, {source}", flush=True)
   seconds = args.seconds or (0.3 if args.smoke else 3.0)
   results = []
+  out = {"device": device.device_kind, "backend": jax.default_backend(),
+         "jax": jax.__version__, "peak_bf16": bf16, "peak_f32": f32, "peak_source": source,
+         "throughput": results, "main_job": None, "smoke": args.smoke,
+         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+  def save():  # after every measurement: a run cut short by its time limit keeps what it did
+    if args.out:
+      with open(args.out + ".partial", "w") as f:
+        json.dump(out, f, indent=2, default=str)
+      os.replace(args.out + ".partial", args.out)
+
   for label, spec, overrides in cases(args.smoke):
     r = throughput(label, spec, overrides, (bf16, f32), seconds)
     results.append(r)
+    save()
     print(f"  {label:<26s} {r['train_images_per_sec']:>10,.0f} images/s  MFU "
           f"{100 * r['mfu']:5.1f}%  compile {r['compile_s']:5.1f} s  temp "
           f"{r.get('step_temp_bytes', 0) / 2**30:6.2f} GiB  lowering {r['lowering_used']}",
@@ -178,13 +190,8 @@ def main(argv=None) -> int:
   reached = job["seconds_to_92"]
   outcome = f"92% test top-1 after {reached:.1f} s" if reached else "did not reach 92%"
   print(f"  main job: {outcome}; final {100 * job['final_test_top1']:.2f}%", flush=True)
-  out = {"device": device.device_kind, "backend": jax.default_backend(),
-         "jax": jax.__version__, "peak_bf16": bf16, "peak_f32": f32, "peak_source": source,
-         "throughput": results, "main_job": job, "smoke": args.smoke,
-         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=2, default=str)
+  out["main_job"] = job
+  save()
   return 0
 
 

@@ -1,5 +1,6 @@
-"""benchmarks/accelerator.py runs end to end (--smoke) without TensorFlow, TFDS or clu, as on
-an accelerator machine that has only JAX, Flax, Optax and Orbax; and the IDX reader it uses."""
+"""benchmarks/accelerator.py runs end to end (--smoke) without TensorFlow, TFDS, clu,
+Matplotlib or Pillow, as on an accelerator machine that has only JAX, Flax, Optax, Orbax and
+TensorBoard; and the IDX reader it uses."""
 
 import gzip
 import json
@@ -13,7 +14,7 @@ from cnn_jax.data import VENDORED_FASHION_MNIST, idx
 from cnn_jax.errors import UserError
 from conftest import ROOT
 
-BLOCKED = ("tensorflow", "tensorflow_datasets", "clu")
+BLOCKED = ("tensorflow", "tensorflow_datasets", "clu", "matplotlib", "PIL")
 RUN = f"""
 import runpy, sys
 class Block:
