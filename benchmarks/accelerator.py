@@ -3,6 +3,8 @@ papers' networks on one GPU (or TPU chip), and the main job trained to 92% there
 
   python benchmarks/accelerator.py [--out=FILE.json] [--peak_tflops=BF16,F32]   # <= 5 min, GPU
   python benchmarks/accelerator.py --smoke        # the same code on tiny models, any CPU
+  python benchmarks/accelerator.py --check_xla    # the full-size cases' 'xla' programs at
+                                                  # batch 2, one step each, any machine
 
 For VGG D (bfloat16 at batch 64, 128 and 256; float32 at 128), AlexNet as in the paper (two
 towers) and as torchvision's one tower, and the small Fashion-MNIST CNN, each at its config's
@@ -88,17 +90,17 @@ def peak(kind: str, given: str | None) -> tuple[float, float, str]:
   return measured, measured, "measured (f32 matmul)"
 
 
-def throughput(label, spec, overrides, peaks, seconds) -> dict:
+def throughput(label, spec, overrides, peaks, seconds, min_steps=3) -> dict:
   import jax
   from cnn_jax import bench
   from cnn_jax.models import plan
   cfg = load_config(spec, overrides)
-  r = bench.train_step(cfg, seconds=seconds, min_steps=3)
+  r = bench.train_step(cfg, seconds=seconds, min_steps=min_steps)
   lowering = plan.resolve(cfg.model.lowering)
   p = peaks[0] if cfg.model.dtype == "bfloat16" else peaks[1]
   r.update(label=label, lowering_used=lowering, mfu=r["model_flops_per_sec"] / p,
            peak_flops=p)
-  if jax.default_backend() != "cpu" and lowering != "xla":
+  if (jax.default_backend() != "cpu" or overrides.get("model.lowering")) and lowering != "xla":
     raise AssertionError(f"{label}: model.lowering=auto resolved to {lowering!r} on "
                          f"{jax.default_backend()}; the accelerator path must be 'xla'")
   return r
@@ -157,6 +159,10 @@ def main(argv=None) -> int:
   parser.add_argument("--out", help="write the results as JSON here")
   parser.add_argument("--peak_tflops", help="BF16,F32 dense peak TFLOP/s, if not in PEAKS")
   parser.add_argument("--seconds", type=float, default=None, help="timing per measurement")
+  parser.add_argument("--check_xla", action="store_true",
+                      help="the full-size cases through model.lowering=xla at batch 2, one "
+                           "step each, and no main job: the accelerator's programs compile "
+                           "and run here (on the CPU, JAX's other version)")
   args = parser.parse_args(argv)
   from cnn_jax import startup
   startup.configure(reexec=False)
@@ -170,6 +176,7 @@ def main(argv=None) -> int:
   out = {"device": device.device_kind, "backend": jax.default_backend(),
          "jax": jax.__version__, "peak_bf16": bf16, "peak_f32": f32, "peak_source": source,
          "throughput": results, "main_job": None, "smoke": args.smoke,
+         "check_xla": args.check_xla,
          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
   def save():  # after every measurement: a run cut short by its time limit keeps what it did
@@ -179,13 +186,19 @@ def main(argv=None) -> int:
       os.replace(args.out + ".partial", args.out)
 
   for label, spec, overrides in cases(args.smoke):
-    r = throughput(label, spec, overrides, (bf16, f32), seconds)
+    if args.check_xla:
+      label, overrides = f"{label} as b2", {**overrides, "model.lowering": "xla",
+                                             "train.batch_size": 2}
+    r = throughput(label, spec, overrides, (bf16, f32), 0.0 if args.check_xla else seconds,
+                   1 if args.check_xla else 3)
     results.append(r)
     save()
-    print(f"  {label:<26s} {r['train_images_per_sec']:>10,.0f} images/s  MFU "
+    print(f"  {label:<30s} {r['train_images_per_sec']:>10,.0f} images/s  MFU "
           f"{100 * r['mfu']:5.1f}%  compile {r['compile_s']:5.1f} s  temp "
           f"{r.get('step_temp_bytes', 0) / 2**30:6.2f} GiB  lowering {r['lowering_used']}",
           flush=True)
+  if args.check_xla:
+    return 0
   job = main_job(args.smoke)
   reached = job["seconds_to_92"]
   outcome = f"92% test top-1 after {reached:.1f} s" if reached else "did not reach 92%"
