@@ -77,11 +77,22 @@ def load_config(spec: str, overrides: dict):
   return config.validate(cfg)
 
 
+def given_peaks(text: str) -> tuple[float, float]:
+  """--peak_tflops's 'BF16,F32' as FLOP/s; ValueError (its message the fix) if it is not."""
+  try:
+    bf16, f32 = (float(x) * 1e12 for x in text.split(","))
+  except ValueError:
+    bf16 = f32 = 0.0
+  if not (bf16 > 0 and f32 > 0):
+    raise ValueError(f"--peak_tflops={text!r} is not two positive numbers; give the dense "
+                     "bfloat16 and float32 peaks in TFLOP/s, e.g. --peak_tflops=989,494.5")
+  return bf16, f32
+
+
 def peak(kind: str, given: str | None) -> tuple[float, float, str]:
   """(bf16, f32) peak FLOP/s of this device and where they come from."""
   if given:
-    bf16, f32 = (float(x) * 1e12 for x in given.split(","))
-    return bf16, f32, "given"
+    return (*given_peaks(given), "given")
   for name, (bf16, f32) in PEAKS:
     if name.lower() in kind.lower():
       return bf16 * 1e12, f32 * 1e12, f"datasheet ({name})"
@@ -164,6 +175,12 @@ def main(argv=None) -> int:
                            "step each, and no main job: the accelerator's programs compile "
                            "and run here (on the CPU, JAX's other version)")
   args = parser.parse_args(argv)
+  if args.peak_tflops:
+    try:
+      given_peaks(args.peak_tflops)  # before any work: bad input is one line
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   from cnn_jax import startup
   startup.configure(reexec=False)
   import jax

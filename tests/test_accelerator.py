@@ -59,3 +59,13 @@ def test_idx_reads_the_original_files_and_refuses_others(tmp_path):
     idx.load(str(tmp_path), "test")
   with pytest.raises(UserError, match="does not exist"):
     idx.load(str(tmp_path), "train")
+
+
+@pytest.mark.parametrize("text", ["abc", "1", "1,-2", "nan,1"])
+def test_a_bad_peak_is_one_line_and_exit_2(text):
+  r = subprocess.run([sys.executable, "benchmarks/accelerator.py", "--smoke",
+                      f"--peak_tflops={text}"], cwd=ROOT, capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 2
+  assert r.stderr.strip().count("\n") == 0 and "--peak_tflops=" in r.stderr
+  assert "e.g. --peak_tflops=" in r.stderr
